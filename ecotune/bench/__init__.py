@@ -1,0 +1,1 @@
+"""Benchmarks: a synthetic landscape, replay of recorded evaluation tables, reports."""

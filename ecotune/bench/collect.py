@@ -1,0 +1,223 @@
+"""Record a config × instance table with a real engine, for replay benchmarks.
+
+A table holds, for a Sobol design of K configurations over a task's search space plus the
+HELM default, the score and the exact token counts (``usage``) of every one of the first N
+instances of the task's nested order. Replaying optimizers on it (``ecotune.bench.replay``)
+then costs no engine time, and every method sees the same recorded outcomes.
+
+File format: gzip'd JSON lines, appended in gzip members (so collection resumes):
+
+* ``{"type": "header", "task": ..., "task_spec": {...}, "model": ..., "space": {...},
+  "order": [instance ids], "seed": ..., "n_configs": K, "instances": N}`` (once, first);
+* ``{"type": "config", "config_id": k, "config": {...}, "helm": bool}``;
+* ``{"type": "row", "c": k, "i": position, "s": score, "p": prompt_tokens,
+  "t": completion_tokens}``.
+
+Example:
+    ecotune bench collect --task arithmetic --engine-url http://127.0.0.1:8011 \\
+        --model smollm2-135m-instruct --n-configs 48 --instances 80 \\
+        --out benchmarks/arithmetic.jsonl.gz
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ecotune.sampler import nested_order
+from ecotune.sampling import SamplingParams
+from ecotune.space import SearchSpace, default_llm_space, helm_default
+from ecotune.tasks.base import Task
+
+#: Where the constructed GSM8K-calculator data set is written (small, shipped).
+CALC_DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
+
+_CALC = re.compile(r"<<([^>=]+)=([^>]+)>>")
+_SIMPLE = re.compile(r"^(\d{1,3})([+\-*/])(\d{1,3})$")
+
+
+def build_gsm8k_calc(gsm8k_dir: str | Path, out_dir: str | Path = CALC_DATA) -> tuple[Path, Path]:
+    """Build the ``gsm8k_calc`` task's data from GSM8K's calculator annotations.
+
+    Every GSM8K solution carries annotations like ``<<48/2=24>>``. The single-operation
+    ones on integers of at most three digits with an integer result become short questions
+    ("What is 48 / 2?" -> "24"): the test split gives the instances (deduplicated), the train
+    split the few-shot pool. Returns ``(test_path, shots_path)``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for split, limit in (("test", 400), ("train", 8)):
+        seen: set[str] = set()
+        rows = []
+        for line in (Path(gsm8k_dir) / f"{split}.jsonl").read_text().splitlines():
+            for expr, res in _CALC.findall(json.loads(line)["answer"]):
+                m = _SIMPLE.match(expr.replace(" ", ""))
+                if not m:
+                    continue
+                a, op, b = m.groups()
+                try:
+                    val = float(res)
+                except ValueError:
+                    continue
+                if val != int(val) or val < 0:
+                    continue
+                key = f"{a}{op}{b}"
+                if key in seen:
+                    continue
+                seen.add(key)
+                sym = {"*": "times", "/": "divided by", "+": "plus", "-": "minus"}[op]
+                rows.append({"id": f"calc-{split}-{len(rows)}", "question": f"{a} {sym} {b}",
+                             "answer": str(int(val)), "op": op})
+                if len(rows) >= limit:
+                    break
+            if len(rows) >= limit:
+                break
+        p = out / f"gsm8k_calc_{split}.jsonl"
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        paths.append(p)
+    return paths[0], paths[1]
+
+
+def bench_task(name: str, data_dir: str | Path | None = None) -> tuple[Task, SearchSpace, dict[str, Any], dict[str, Any]]:
+    """The task, search space, HELM default and task spec a benchmark table uses.
+
+    ``arithmetic``: the generated addition task (200 questions), ``max_tokens`` in [1, 32]
+    and 0-5 shots. ``gsm8k_calc``: questions from GSM8K's calculator annotations (see
+    :func:`build_gsm8k_calc`), same space. Other names: the task with its own defaults
+    and ``max_tokens`` in [1, 64].
+    """
+    from ecotune.tasks import make_task
+    from ecotune.tasks.data import default_data_dir
+
+    if name == "gsm8k_calc":
+        test, shots = CALC_DATA / "gsm8k_calc_test.jsonl", CALC_DATA / "gsm8k_calc_train.jsonl"
+        if not test.exists():
+            src = Path(data_dir) if data_dir else Path(default_data_dir()) / "gsm8k"
+            test, shots = build_gsm8k_calc(src)
+        spec = {"name": "jsonl", "data_path": str(test), "few_shot_path": str(shots),
+                "prompt_template": "Question: What is {question}?\nAnswer:",
+                "reference_field": "answer", "scorer": "numeric", "id_field": "id",
+                "stratum_field": "op", "few_shot": 3, "max_tokens": 8, "stop": ["\n"],
+                "task_name": "gsm8k_calc"}
+        task = make_task(spec)
+        spec = {**spec, "data_path": "benchmarks/data/gsm8k_calc_test.jsonl",
+                "few_shot_path": "benchmarks/data/gsm8k_calc_train.jsonl"}
+        space = default_llm_space(max_tokens=(1, 32), few_shot=5)
+    elif name == "arithmetic":
+        spec = {"name": "arithmetic"}
+        task = make_task(spec)
+        space = default_llm_space(max_tokens=(1, 32), few_shot=5)
+    else:
+        spec = {"name": name}
+        task = make_task(spec)
+        space = default_llm_space(max_tokens=(1, 64), few_shot=5)
+    helm = helm_default(space, max_tokens=min(task.default_max_tokens,
+                                              int(space.params["max_tokens"].high)))
+    return task, space, helm, spec
+
+
+def sobol_configs(space: SearchSpace, k: int, seed: int) -> list[dict[str, Any]]:
+    """K configs of a scrambled Sobol design over the space."""
+    from scipy.stats import qmc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # balance warning when k is not a power of two
+        U = qmc.Sobol(space.dim, scramble=True, seed=seed).random(k)
+    return [space.decode(u) for u in U]
+
+
+def read_table_records(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a table file (tolerates a truncated last line from a crash)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    out = []
+    try:
+        with gzip.open(p, "rt") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+    except EOFError:  # a member cut off by a crash: keep what was read
+        pass
+    return out
+
+
+def collect(task_name: str, engine_url: str, model: str, n_configs: int, instances: int,
+            out: str | Path, seed: int = 0, concurrency: int = 8, progress: bool = True,
+            engine: Any = None) -> Path:
+    """Record (or resume recording) the table; returns the output path."""
+    task, space, helm, spec = bench_task(task_name)
+    order = nested_order(task.instances(), seed)[:instances]
+    by_id = {i.id: i for i in task.instances()}
+    configs = [helm] + sobol_configs(space, n_configs, seed)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    old = read_table_records(out)
+    done: set[tuple[int, int]] = set()
+    have_cfg: set[int] = set()
+    if old:
+        head = old[0]
+        if head.get("type") != "header" or head.get("order") != order or head.get("task") != task_name:
+            raise ValueError(f"{out} holds another table (task, seed or instances differ)")
+        for r in old:
+            if r["type"] == "row":
+                done.add((r["c"], r["i"]))
+            elif r["type"] == "config":
+                have_cfg.add(r["config_id"])
+    if engine is None:
+        from ecotune.engines import OpenAIEngine
+
+        engine = OpenAIEngine(engine_url, model, max_concurrency=concurrency, send_seed=False)
+    todo = [(k, i) for k in range(len(configs)) for i in range(len(order)) if (k, i) not in done]
+
+    def write(recs: list[dict[str, Any]]) -> None:
+        with gzip.open(out, "at") as f:
+            f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in recs))
+
+    if not old:
+        write([{"type": "header", "task": task_name, "task_spec": spec, "model": model,
+                "engine_url": engine_url, "space": space.to_dict(), "order": order,
+                "seed": seed, "n_configs": n_configs, "instances": instances,
+                "scoring": task.metric}])
+    from contextlib import nullcontext
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn(f"[bold]{task_name}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn()) if progress else nullcontext()
+    with bar:
+        tid = bar.add_task("collect", total=len(configs) * len(order),
+                           completed=len(configs) * len(order) - len(todo)) if progress else None
+        for k, cfg in enumerate(configs):
+            pos = [i for i in range(len(order)) if (k, i) not in done]
+            recs: list[dict[str, Any]] = []
+            if k not in have_cfg:
+                recs.append({"type": "config", "config_id": k, "config": cfg, "helm": k == 0})
+            if pos:
+                insts = [by_id[order[i]] for i in pos]
+                params = SamplingParams.from_config(cfg, stop=task.stop_sequences or None)
+                prompts = [task.build_prompt(inst, cfg) for inst in insts]
+                comps = engine.generate(prompts, params)
+                for i, inst, c in zip(pos, insts, comps, strict=True):
+                    recs.append({"type": "row", "c": k, "i": i,
+                                 "s": float(task.score(inst, c.texts[0])),
+                                 "p": int(c.prompt_tokens), "t": int(c.completion_tokens)})
+            if recs:
+                write(recs)
+            if progress:
+                bar.update(tid, advance=len(pos))
+    return out

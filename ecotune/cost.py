@@ -1,0 +1,114 @@
+"""Token cost model ``T(θ, r) = α(θ)·r + β(θ)``, learned online.
+
+``α(θ)`` is the expected tokens of one instance (prompt + completion), ``β(θ)`` a fixed
+per-trial overhead. Both are regressed on the encoded config over a sliding window of the
+most recent trials, so the model follows drift (a server whose outputs get longer, say)
+and predicts the cost of any (config, fidelity) before it runs. Until enough trials are
+seen it falls back to a prior built from the sampling limits: prompt tokens from a hint,
+completions at half of ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CostObservation:
+    x: np.ndarray  # encoded config, shape (d,)
+    n_evaluated: int
+    prompt_tokens: int
+    completion_tokens: int
+    max_tokens: int  # the config's max_tokens × samples: the completion ceiling
+
+
+class TokenCostModel:
+    """Ridge regressions of per-instance prompt and completion tokens on the config.
+
+    Args:
+        prompt_tokens_hint: prior mean prompt tokens per instance (the trial runner can
+            measure it exactly before the study starts).
+        window: number of recent trials the fit uses.
+        ridge: L2 penalty; keeps early fits close to the mean.
+    """
+
+    def __init__(self, prompt_tokens_hint: float = 200.0, window: int = 64, ridge: float = 1.0):
+        self.prompt_hint = float(prompt_tokens_hint)
+        self.window = window
+        self.ridge = ridge
+        self.obs: deque[CostObservation] = deque(maxlen=window)
+        self._coef_p: np.ndarray | None = None
+        self._coef_c: np.ndarray | None = None
+        self._beta = 0.0
+        self.max_prompt_per_instance = float(prompt_tokens_hint)
+
+    def observe(self, x: np.ndarray, n_evaluated: int, prompt_tokens: int,
+                completion_tokens: int, max_tokens: int) -> None:
+        """Add a finished trial (failed ones too: their tokens were spent)."""
+        if n_evaluated <= 0:
+            return
+        self.obs.append(CostObservation(np.asarray(x, float), n_evaluated, prompt_tokens,
+                                        completion_tokens, max(int(max_tokens), 1)))
+        self.max_prompt_per_instance = max(
+            (o.prompt_tokens / o.n_evaluated for o in self.obs), default=self.prompt_hint)
+        self._fit()
+
+    def _design(self, X: np.ndarray) -> np.ndarray:
+        return np.hstack([np.ones((X.shape[0], 1)), X])
+
+    def _fit(self) -> None:
+        X = np.stack([o.x for o in self.obs])
+        n = np.array([o.n_evaluated for o in self.obs], float)
+        p = np.array([o.prompt_tokens for o in self.obs], float) / n
+        # completion tokens as a fraction of the ceiling, logit-free: clipped linear fit
+        c = np.array([o.completion_tokens for o in self.obs], float) / n
+        cap = np.array([o.max_tokens for o in self.obs], float)
+        A = self._design(X)
+        w = n / n.mean()  # trials on more instances give better per-instance averages
+        self._coef_p = _ridge(A, p, w, self.ridge, prior=self.prompt_hint)
+        self._coef_c = _ridge(A, c / cap, w, self.ridge, prior=0.5)
+        # β: mean residual over trials beyond α·r, never negative
+        alpha = self._alpha_raw(X, cap)
+        total = np.array([o.prompt_tokens + o.completion_tokens for o in self.obs], float)
+        self._beta = max(float(np.mean(total - alpha * n)), 0.0) if len(self.obs) >= 3 else 0.0
+
+    def _alpha_raw(self, X: np.ndarray, cap: np.ndarray) -> np.ndarray:
+        A = self._design(X)
+        p = A @ self._coef_p if self._coef_p is not None else np.full(len(X), self.prompt_hint)
+        frac = A @ self._coef_c if self._coef_c is not None else np.full(len(X), 0.5)
+        return np.maximum(p, 1.0) + np.clip(frac, 0.0, 1.0) * cap
+
+    def alpha(self, X: np.ndarray, max_tokens: np.ndarray) -> np.ndarray:
+        """Expected tokens per instance, shape (n,)."""
+        X = np.atleast_2d(X)
+        return self._alpha_raw(X, np.asarray(max_tokens, float).reshape(-1))
+
+    def beta(self) -> float:
+        return self._beta
+
+    def predict(self, X: np.ndarray, max_tokens: np.ndarray, r: np.ndarray | float) -> np.ndarray:
+        """Expected tokens E[T(θ, r)] = α(θ)·r + β, strictly positive."""
+        return np.maximum(self.alpha(X, max_tokens) * np.asarray(r, float) + self._beta, 1.0)
+
+    def worst_case_per_instance(self, max_tokens: int) -> float:
+        """A cautious ceiling on one instance: the largest prompt seen (or the hint) with a
+        25% margin, plus the full completion ceiling."""
+        return 1.25 * self.max_prompt_per_instance + float(max_tokens)
+
+    @property
+    def n_observations(self) -> int:
+        return len(self.obs)
+
+
+def _ridge(A: np.ndarray, y: np.ndarray, w: np.ndarray, lam: float, prior: float) -> np.ndarray:
+    """Weighted ridge regression shrinking slopes to 0 and the intercept to ``prior``."""
+    W = np.sqrt(w)[:, None]
+    reg = lam * np.eye(A.shape[1])
+    reg[0, 0] = lam * 1e-3
+    target = y - prior
+    coef = np.linalg.solve((A * W).T @ (A * W) + reg, (A * W).T @ (target * W[:, 0]))
+    coef[0] += prior
+    return coef

@@ -1,0 +1,59 @@
+"""Optimizers behind one ask/tell interface, built by name with :func:`make_optimizer`.
+
+Example:
+    >>> from ecotune.optimizers import make_optimizer
+    >>> opt = make_optimizer("ecotune", space=space, budget_tokens=50_000, r_min=5, r_max=50)
+    >>> while (trial := opt.ask()) is not None:
+    ...     opt.tell(trial, score=run(trial), tokens=spent, n_evaluated=n)
+    >>> config, score = opt.best()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecotune.optimizers.base import Optimizer
+from ecotune.space import SearchSpace
+
+OPTIMIZERS = ("ecotune", "random", "qmc", "botorch", "cmaes", "bohb", "helm")
+
+
+def _registry() -> dict[str, type[Optimizer]]:
+    from ecotune.optimizers.bohb import BOHBOptimizer
+    from ecotune.optimizers.ecotune import EcoTuneOptimizer
+    from ecotune.optimizers.evolution import CMAESOptimizer
+    from ecotune.optimizers.gp import BoTorchOptimizer
+    from ecotune.optimizers.simple import HelmDefault, QMCSearch, RandomSearch
+
+    return {"ecotune": EcoTuneOptimizer, "random": RandomSearch, "qmc": QMCSearch,
+            "botorch": BoTorchOptimizer, "cmaes": CMAESOptimizer, "bohb": BOHBOptimizer,
+            "helm": HelmDefault}
+
+
+def make_optimizer(name: str, *, space: SearchSpace | dict, budget_tokens: int, r_min: int,
+                   r_max: int, seed: int = 0, journal: str | None = None,
+                   **options: Any) -> Optimizer:
+    """Build an optimizer by name; with ``journal``, record to it or resume from it.
+
+    Args:
+        name: one of ``ecotune``, ``random``, ``qmc``, ``botorch``, ``cmaes``, ``bohb``
+            (and ``helm``, the fixed HELM default configuration).
+        space: a :class:`~ecotune.space.SearchSpace` or its dict form.
+        budget_tokens: hard token budget B.
+        r_min, r_max: fidelity range in task instances.
+        seed: random seed.
+        journal: local path or ``s3://`` URI of the study journal.
+        **options: optimizer-specific settings (``tau``, ``eta0``, ``lam``, ``max_trials``,
+            ``fixed``, ``prompt_tokens_hint``, ...).
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if isinstance(space, dict):
+        space = SearchSpace.from_dict(space)
+    opt = _registry()[name](space, budget_tokens, r_min, r_max, seed=seed, journal=journal,
+                            **options)
+    opt._open()
+    return opt
+
+
+__all__ = ["OPTIMIZERS", "Optimizer", "make_optimizer"]

@@ -1,0 +1,100 @@
+"""Gaussian-process surrogates of score over (config, fidelity), fitted by marginal likelihood.
+
+Inputs are configs encoded in ``[0, 1]^d`` (see :mod:`ecotune.space`) with the fidelity
+appended as its last column, normalised to ``s = (r − r_min)/(r_max − r_min)``. A score
+measured on r instances is a mean of per-instance scores, so its noise variance is known
+up to the score's spread: ``Var ≈ p(1 − p)/r``; it is passed as fixed observation noise,
+and the GP learns only the latent landscape.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP, SingleTaskMultiFidelityGP
+from botorch.models.transforms.outcome import Standardize
+from gpytorch.mlls import ExactMarginalLogLikelihood
+
+torch.set_default_dtype(torch.float64)
+
+
+def fidelity_to_unit(r: np.ndarray | float, r_min: int, r_max: int) -> np.ndarray:
+    r = np.asarray(r, float)
+    return np.zeros_like(r) if r_max == r_min else (r - r_min) / (r_max - r_min)
+
+
+def score_noise(y: np.ndarray, n: np.ndarray, floor: float = 1e-4) -> np.ndarray:
+    """Observation noise of a mean over ``n`` instance scores in [0, 1]."""
+    p = np.clip(y, 0.05, 0.95)
+    return np.maximum(p * (1 - p) / np.maximum(n, 1), floor)
+
+
+def fit_multi_fidelity_gp(X: np.ndarray, s: np.ndarray, y: np.ndarray, n: np.ndarray,
+                          state_dict: dict | None = None, refit: bool = True
+                          ) -> SingleTaskMultiFidelityGP:
+    """Fit a multi-fidelity GP (BoTorch's linear-truncated fidelity kernel).
+
+    Args:
+        X: encoded configs, shape (N, d).
+        s: normalised fidelities, shape (N,).
+        y: scores, shape (N,).
+        n: instances each score was measured on, shape (N,).
+        state_dict: hyperparameters of a previous fit to warm-start from.
+        refit: optimise the hyperparameters; False reuses ``state_dict`` as is (the
+            posterior still conditions on all data), which keeps asks fast between refits.
+    """
+    train_X = torch.as_tensor(np.column_stack([X, s]))
+    train_Y = torch.as_tensor(y).reshape(-1, 1)
+    train_Yvar = torch.as_tensor(score_noise(y, n)).reshape(-1, 1)
+    model = SingleTaskMultiFidelityGP(
+        train_X, train_Y, train_Yvar=train_Yvar, data_fidelities=[X.shape[1]],
+        outcome_transform=Standardize(m=1))
+    _fit(model, state_dict, refit)
+    return model
+
+
+def fit_single_fidelity_gp(X: np.ndarray, y: np.ndarray, n: np.ndarray,
+                           state_dict: dict | None = None) -> SingleTaskGP:
+    """Fit a plain GP over configs (the single-fidelity BoTorch baseline)."""
+    train_Yvar = torch.as_tensor(score_noise(y, n)).reshape(-1, 1)
+    model = SingleTaskGP(torch.as_tensor(X), torch.as_tensor(y).reshape(-1, 1),
+                         train_Yvar=train_Yvar, outcome_transform=Standardize(m=1))
+    _fit(model, state_dict)
+    return model
+
+
+def _fit(model, state_dict: dict | None, refit: bool = True) -> None:
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict, strict=False)
+        except RuntimeError:
+            refit = True  # shapes changed (new data count does not matter; dims might)
+    if not refit and state_dict is not None:
+        model.eval()
+        return
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": 75}})
+        except Exception:  # noqa: BLE001 - fall back to the prior hyperparameters
+            model.eval()
+    model.eval()
+
+
+def hyperparameters(model) -> dict:
+    """The fitted hyperparameters, without training data, for warm starts."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if "train" not in k and "outcome_transform" not in k}
+
+
+def posterior_mean_std(model, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean and standard deviation of the latent score at inputs Z, shape (M,)."""
+    with torch.no_grad():
+        post = model.posterior(torch.as_tensor(Z))
+        mean = post.mean.reshape(-1).numpy()
+        std = post.variance.clamp_min(1e-12).sqrt().reshape(-1).numpy()
+    return mean, std

@@ -1,0 +1,428 @@
+"""A fault-injecting OpenAI-compatible HTTP server on 127.0.0.1 (for reliability tests).
+
+It serves ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` and vLLM's
+``/tokenize`` over real sockets (a threaded ``http.server``), answers with plausible
+completions carrying ``usage`` (tokens = whitespace-split words, as :class:`FakeEngine`),
+and injects faults from a configurable plan:
+
+* ``429`` / ``500`` / ``503`` (optionally with ``Retry-After``),
+* ``timeout``: sleep past the client's timeout before answering,
+* ``drop``: close the connection without an answer,
+* ``malformed``: a 200 with a body that is not JSON,
+* ``nousage``: a 200 JSON completion without ``usage`` (malformed for the client),
+* ``ok``: a normal answer.
+
+Faults apply to generation requests only (``/v1/completions`` and chat); ``/tokenize`` and
+``/v1/models`` answer normally unless ``fault_all=True``. ``models`` sets the served list
+(a wrong list makes ``engine.check()`` fail). Every request is counted, every fault and
+every token billed in a 200 is recorded, so tests can check the client's accounting.
+
+Run standalone (for subprocess tests)::
+
+    python -m ecotune.testing.faults --port 0 --plan 429,ok,500,ok --random 0.3 --seed 1
+
+prints ``READY http://127.0.0.1:PORT`` on stdout when listening.
+
+Example:
+    >>> with FaultServer(plan=["429", "ok"]) as srv:           # doctest: +SKIP
+    ...     eng = OpenAIEngine(srv.url, "fault-model", backoff_base_s=0.01)
+    ...     eng.generate(["1 + 1 ="], SamplingParams(max_tokens=2))
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAULTS = ("429", "500", "503", "timeout", "drop", "malformed", "nousage")
+MODEL = "fault-model"
+_NUM = re.compile(r"(-?\d+)\s*([+\-*])\s*(-?\d+)\s*=\s*$")
+
+
+def _answer(prompt: str, max_tokens: int) -> str:
+    """A plausible answer: the result of a trailing ``a op b =`` if there is one."""
+    m = _NUM.search(prompt.strip()) or _NUM.search(prompt.strip().splitlines()[-1]
+                                                   if prompt.strip() else "")
+    if m:
+        a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+        text = str(a + b if op == "+" else a - b if op == "-" else a * b)
+    else:
+        text = "42 is the answer"
+    return " ".join(text.split()[:max(1, max_tokens)])
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients killed mid-request (the point of these tests) are not errors
+
+
+class FaultServer:
+    """Threaded fault-injecting server; use as a context manager or ``start()``/``stop()``.
+
+    Args:
+        plan: Faults for the first generation requests, in order (``"ok"`` for none);
+            after the plan runs out, ``random_rate`` applies.
+        random_rate: Probability of a random fault (from ``random_faults``) per request.
+        random_faults: Faults drawn at random.
+        seed: Seed of the random draws.
+        models: Served model ids (``/v1/models``).
+        timeout_sleep_s: How long a ``timeout`` fault sleeps (longer than the client's).
+        retry_after: ``Retry-After`` header value sent with 429/503 (None: none).
+        latency_s: Delay before every generation answer (lets tests kill mid-request).
+        fault_all: Apply faults to ``/tokenize`` and ``/v1/models`` too.
+        port: 0 picks a free port.
+
+    Attributes:
+        stats: ``Counter`` of ``requests``, ``completions_ok``, each fault name, and
+            ``billed_tokens`` (prompt + completion tokens of every 200 completion).
+        auth_headers: Every ``Authorization`` header seen (to check a key was sent).
+    """
+
+    def __init__(self, plan: Iterable[str] = (), *, random_rate: float = 0.0,
+                 random_faults: Iterable[str] = FAULTS, seed: int = 0,
+                 models: Iterable[str] = (MODEL,), timeout_sleep_s: float = 1.5,
+                 retry_after: str | None = None, fault_all: bool = False, port: int = 0,
+                 latency_s: float = 0.0):
+        self.plan = [str(p) for p in plan]
+        for p in self.plan:
+            if p != "ok" and p not in FAULTS:
+                raise ValueError(f"unknown fault {p!r}; known: ok, {', '.join(FAULTS)}")
+        self.random_rate = float(random_rate)
+        self.random_faults = [str(f) for f in random_faults]
+        self.rng = random.Random(seed)
+        self.models = list(models)
+        self.timeout_sleep_s = timeout_sleep_s
+        self.retry_after = retry_after
+        self.fault_all = fault_all
+        self.latency_s = float(latency_s)
+        self.stats: Counter[str] = Counter()
+        self.auth_headers: list[str] = []
+        self._lock = threading.Lock()
+        self._httpd = _QuietServer(("127.0.0.1", port), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FaultServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
+                                        name="fault-server")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def faults_injected(self) -> int:
+        return sum(self.stats[f] for f in FAULTS)
+
+    def next_fault(self) -> str:
+        with self._lock:
+            if self.plan:
+                return self.plan.pop(0)
+            if self.random_rate > 0 and self.rng.random() < self.random_rate:
+                return self.rng.choice(self.random_faults)
+            return "ok"
+
+    # -- request handling ------------------------------------------------------------------
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        srv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:  # quiet
+                pass
+
+            def _send(self, code: int, body: bytes, ctype: str = "application/json",
+                      headers: dict[str, str] | None = None) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _json(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+                self._send(code, json.dumps(obj).encode(), headers=headers)
+
+            def _fault(self, fault: str) -> bool:
+                """Apply ``fault``; True when the request was answered (or dropped)."""
+                if fault in ("ok", "nousage"):
+                    return False  # "nousage" is applied by the completion handler
+                with srv._lock:
+                    srv.stats[fault] += 1
+                if fault in ("429", "500", "503"):
+                    hdr = ({"Retry-After": srv.retry_after}
+                           if srv.retry_after and fault in ("429", "503") else None)
+                    self._json(int(fault), {"error": {"message": f"injected {fault}"}}, hdr)
+                    return True
+                if fault == "timeout":
+                    time.sleep(srv.timeout_sleep_s)
+                    self.close_connection = True
+                    self._json(503, {"error": {"message": "late answer after timeout"}})
+                    return True
+                if fault == "drop":
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(2)
+                    except OSError:
+                        pass
+                    return True
+                if fault == "malformed":
+                    self._send(200, b'{"choices": [ {"text": "unterminated')
+                    return True
+                return False
+
+            def _body(self) -> dict[str, Any]:
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n) if n else b"{}"
+                try:
+                    data = json.loads(raw)
+                    return data if isinstance(data, dict) else {}
+                except ValueError:
+                    return {}
+
+            def do_GET(self) -> None:  # noqa: N802
+                with srv._lock:
+                    srv.stats["requests"] += 1
+                    srv.auth_headers.append(self.headers.get("Authorization", ""))
+                if self.path.rstrip("/") in ("/v1/models", "/models"):
+                    if srv.fault_all and self._fault(srv.next_fault()):
+                        return
+                    self._json(200, {"object": "list", "data": [
+                        {"id": m, "object": "model", "owned_by": "faults"} for m in srv.models]})
+                elif self.path.rstrip("/") == "/health":
+                    self._send(200, b"", "text/plain")
+                else:
+                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self._body()
+                with srv._lock:
+                    srv.stats["requests"] += 1
+                    srv.auth_headers.append(self.headers.get("Authorization", ""))
+                path = self.path.rstrip("/")
+                chat = path == "/v1/chat/completions"
+                if path == "/tokenize":
+                    if srv.fault_all and self._fault(srv.next_fault()):
+                        return
+                    text = (body.get("prompt") if "prompt" in body else
+                            "\n".join(str(m.get("content", "")) for m in body.get("messages", [])))
+                    self._json(200, {"count": _words(str(text)), "max_model_len": 2048})
+                    return
+                if path not in ("/v1/completions", "/v1/chat/completions"):
+                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                if body.get("model") not in srv.models:
+                    self._json(404, {"error": {"message": f"model {body.get('model')!r} "
+                                                          "does not exist"}})
+                    return
+                fault = srv.next_fault()
+                if self._fault(fault):
+                    return
+                if srv.latency_s:
+                    time.sleep(srv.latency_s)
+                prompt = (str(body.get("prompt", "")) if not chat else
+                          "\n".join(str(m.get("content", "")) for m in body.get("messages", [])))
+                max_tokens = int(body.get("max_tokens") or 16)
+                n = int(body.get("n") or 1)
+                texts = [_answer(prompt, max_tokens) for _ in range(n)]
+                pt, ct = _words(prompt), sum(_words(t) for t in texts)
+                choices = [({"index": i, "message": {"role": "assistant", "content": t},
+                             "finish_reason": "stop"} if chat else
+                            {"index": i, "text": t, "finish_reason": "stop"})
+                           for i, t in enumerate(texts)]
+                out: dict[str, Any] = {"id": "cmpl-fault", "object": "text_completion",
+                                       "model": body.get("model"), "choices": choices}
+                if fault == "nousage":
+                    with srv._lock:
+                        srv.stats["nousage"] += 1
+                else:
+                    out["usage"] = {"prompt_tokens": pt, "completion_tokens": ct,
+                                    "total_tokens": pt + ct}
+                    with srv._lock:
+                        srv.stats["completions_ok"] += 1
+                        srv.stats["billed_tokens"] += pt + ct
+                self._json(200, out)
+
+        return Handler
+
+
+class TcpProxy:
+    """A TCP forwarder 127.0.0.1:port -> target that can be taken down and brought back
+    (``down()`` closes every open connection and the listener, so new connections are
+    refused; ``up()`` listens again on the same port), to
+    make a real server (S3, MLflow) unreachable for a while without stopping it."""
+
+    def __init__(self, target_host: str, target_port: int, port: int = 0):
+        import socket
+
+        self.target = (target_host, int(target_port))
+        self._lsock = socket.create_server(("127.0.0.1", port))
+        self.port = int(self._lsock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._up = threading.Event()
+        self._up.set()
+        self._closed = False
+        self._conns: set[Any] = set()
+        self._lock = threading.Lock()
+        self.outages = 0
+        threading.Thread(target=self._accept, daemon=True, name="tcp-proxy").start()
+
+    @classmethod
+    def for_url(cls, url: str) -> TcpProxy:
+        from urllib.parse import urlparse
+
+        u = urlparse(url)
+        return cls(u.hostname or "127.0.0.1", int(u.port or 80))
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closed:
+            lsock = self._lsock
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                if self._closed:
+                    return
+                self._up.wait()  # down: the listener is closed until up()
+                continue
+            try:
+                u = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                c.close()
+                continue
+            with self._lock:
+                self._conns |= {c, u}
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: Any, dst: Any) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+            with self._lock:
+                self._conns -= {src, dst}
+
+    def down(self) -> None:
+        import socket
+
+        self._up.clear()
+        self.outages += 1
+        try:  # connections are refused while down
+            self._lsock.close()
+        except OSError:
+            pass
+        with self._lock:
+            conns = list(self._conns)
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def up(self) -> None:
+        import socket
+
+        if self._up.is_set():
+            return
+        self._lsock = socket.create_server(("127.0.0.1", self.port))
+        self._up.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self.down()
+        self._up.set()
+
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+@contextmanager
+def fault_server(**kwargs: Any) -> Iterator[FaultServer]:
+    """``with fault_server(plan=[...]) as srv: ...``"""
+    srv = FaultServer(**kwargs).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ecotune.testing.faults")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--plan", default="", help="comma-separated faults for the first requests")
+    ap.add_argument("--random", type=float, default=0.0, help="random fault rate afterwards")
+    ap.add_argument("--faults", default=",".join(FAULTS), help="faults drawn at random")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--models", default=MODEL)
+    ap.add_argument("--timeout-sleep", type=float, default=1.5)
+    ap.add_argument("--latency", type=float, default=0.0)
+    a = ap.parse_args(argv)
+    srv = FaultServer([p for p in a.plan.split(",") if p], random_rate=a.random,
+                      random_faults=[f for f in a.faults.split(",") if f], seed=a.seed,
+                      models=a.models.split(","), timeout_sleep_s=a.timeout_sleep, port=a.port,
+                      latency_s=a.latency)
+    print(f"READY {srv.url}", flush=True)
+    try:
+        srv._httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print(json.dumps(dict(srv.stats)), file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

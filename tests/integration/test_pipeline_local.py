@@ -1,0 +1,165 @@
+"""The whole pipeline under ``kfp.local.SubprocessRunner`` against real servers.
+
+Embedded vLLM (``ECOTUNE_VLLM_URL`` or the session fixture), the session's SeaweedFS S3 for
+the journal and subsets, the session's MLflow server for tracking and the registry. The same
+study is then run in-process through the same components (``python_func``) on a local
+journal, and the two runs' accounting is compared.
+
+Kept small (2 rounds of 2 trials, a tiny budget): every step is a subprocess.
+"""
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+#: round 0 (2 trials) spends well under half of it, so round 1 always runs (the If branch)
+BUDGET = 3000
+MAX_ROUNDS = 2
+BATCH = 2
+
+
+def study_config(mlflow_uri: str, tag: str) -> dict:
+    return {"version": 1,
+            "study": {"name": f"pipeline-it-{tag}", "model": "smollm2-135m-instruct",
+                      "task": {"name": "arithmetic", "n": 20}, "optimizer": "random",
+                      "budget_tokens": BUDGET, "r_min": 2, "r_max": 4, "seed": 3,
+                      "max_trials": None, "fixed": {},
+                      "search_space": {
+                          "temperature": {"type": "float", "low": 0.0, "high": 1.0},
+                          "max_tokens": {"type": "int", "low": 2, "high": 6},
+                          "few_shot": {"type": "int", "low": 0, "high": 2}}},
+            "engine": {"type": "service", "served_model_name": "smollm2-135m-instruct",
+                       "send_seed": False, "max_concurrency": 4, "timeout_s": 120},
+            "tracking": {"enabled": True, "tracking_uri": mlflow_uri,
+                         "experiment": f"pipeline-it-{tag}",
+                         "registered_model": f"pipeline-it-model-{tag}"}}
+
+
+def tells(recs: list[dict]) -> list[dict]:
+    return [r for r in recs if r["type"] == "tell"]
+
+
+def tokens(recs: list[dict]) -> int:
+    return sum(r["result"]["prompt_tokens"] + r["result"]["completion_tokens"]
+               for r in tells(recs))
+
+
+def check_accounting(recs: list[dict]) -> list[dict]:
+    """Journal invariants shared by both runs; returns the round records."""
+    from components._common import rounds
+
+    rr = rounds(recs)
+    spent = tokens(recs)
+    assert spent == rr[-1]["B_used"] <= BUDGET
+    assert rr[-1]["B_remain"] == BUDGET - spent
+    asks = {r["trial"]["id"] for r in recs if r["type"] == "ask"}
+    assert asks == {r["trial_id"] for r in tells(recs)} and asks
+    for r in tells(recs):
+        ask = next(a for a in recs if a.get("key") == f"ask:{r['trial_id']}")
+        assert r["result"]["prompt_tokens"] + r["result"]["completion_tokens"] \
+            <= ask["trial"]["token_limit"]
+        inst = [i for i in recs if i["type"] == "instance" and i["trial_id"] == r["trial_id"]]
+        assert r["result"]["n_evaluated"] == len(inst) > 0
+        assert r["result"]["prompt_tokens"] == sum(i["prompt_tokens"] for i in inst)
+        assert r["result"]["status"] != "failed", r["result"].get("error")
+    return rr
+
+
+def test_pipeline_runs_rounds_within_budget(tmp_path, vllm_server, s3_server, mlflow_server,
+                                            monkeypatch):
+    import kfp.local
+    from mlflow import MlflowClient
+
+    from components import control_budget, evaluate_trial_op, sample_dataset, update_surrogate
+    from components._common import make_study_optimizer
+    from ecotune.journal import open_journal
+    from ecotune.s3 import S3Store
+    from pipelines.ecotune_loop import PipelineOptions, build_pipeline
+    from pipelines.submit import strip_nulls
+
+    tag = uuid.uuid4().hex[:8]
+    # the steps are subprocesses: they import the repo and reach S3 through the env that
+    # the s3_server fixture set (AWS_*), inherited from this process
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.chdir(tmp_path)  # anything a step writes to a relative path stays here
+    cfg = strip_nulls(study_config(mlflow_server, tag))
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
+                   pipeline_root=str(tmp_path / "pipeline-root"))
+    pipeline = build_pipeline(PipelineOptions(max_rounds=MAX_ROUNDS, parallelism=2,
+                                              s3_secret=None))
+    base = f"s3://{s3_server['bucket']}/pipeline-it-{tag}"
+    pipeline(study=cfg, journal_uri=f"{base}/journal", subsets_uri=base,
+             engine_url=vllm_server, batch_size=BATCH)
+
+    keys = S3Store.from_uri(f"{base}/journal").list("")
+    runs = {k.split("/")[0] for k in keys if k.endswith(".json")}
+    assert len(runs) == 1, keys[:5]
+    journal = f"{base}/journal/{runs.pop()}"
+    recs = open_journal(journal).records()
+
+    # which branch ran: round 0's controller said "continue", so the dsl.If branch ran
+    # round 1, whose controller stopped at the last compiled round (or on the budget)
+    rr = check_accounting(recs)
+    assert [r["round"] for r in rr] == [0, 1]
+    assert [r["decision"] for r in rr] == ["continue", "stop"]
+    assert rr[0]["stop_reason"] is None
+    assert rr[1]["stop_reason"] in ("max_rounds", "budget")
+    # each round's trials were told before its controller ran: round 0 saw 2, round 1 all 4
+    assert rr[0]["trials_told"] == BATCH and rr[0]["pending"] == []
+    assert rr[1]["trials_told"] == len(tells(recs)) == 2 * BATCH and rr[1]["pending"] == []
+    assert rr[0]["B_used"] == sum(r["result"]["prompt_tokens"] + r["result"]["completion_tokens"]
+                                  for r in tells(recs) if r["trial_id"] < BATCH)
+    spent = tokens(recs)
+    final = [r for r in recs if r["type"] == "final"]
+    assert len(final) == 1 and final[0]["summary"]["state"] == "SUCCEEDED"
+    assert final[0]["summary"]["tokens_used"] == spent <= BUDGET
+    assert final[0]["summary"]["rounds"] == MAX_ROUNDS
+    # the journal replays to the same budget in-process
+    replay = make_study_optimizer(cfg, journal)
+    assert replay.budget.used == spent and len(replay.results) == 2 * BATCH
+
+    # MLflow: one trial run per told trial, tokens logged as in the journal
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name(f"pipeline-it-{tag}")
+    assert exp is not None
+    trial_runs = client.search_runs([exp.experiment_id], "tags.`ecotune.role` = 'trial'",
+                                    max_results=100)
+    assert len(trial_runs) == 2 * BATCH
+
+    # the same study in-process, same components and engine, on a local journal
+    out = sample_dataset.python_func(study=cfg, subsets_uri=str(tmp_path / "local"),
+                                     journal_uri=str(tmp_path / "journal.jsonl"))
+    decisions = []
+    for i in range(MAX_ROUNDS):
+        for item in update_surrogate.python_func(study=cfg, journal_uri=out.journal_uri,
+                                                 manifest_uri=out.manifest_uri, q=BATCH):
+            evaluate_trial_op.python_func(study=cfg, trial=item, engine_url=vllm_server)
+        decisions.append(control_budget.python_func(study=cfg, journal_uri=out.journal_uri,
+                                                    round_index=i, max_rounds=MAX_ROUNDS))
+        if decisions[-1] != "continue":
+            break
+    local = open_journal(out.journal_uri).records()
+    lr = check_accounting(local)
+    assert decisions == [r["decision"] for r in rr]
+    assert [(r["round"], r["stop_reason"], r["trials_told"]) for r in lr] == \
+           [(r["round"], r["stop_reason"], r["trials_told"]) for r in rr]
+    # the trials depend only on the seed, and so do the prompts (same subset, same
+    # few-shot examples): same asks and the same prompt tokens trial by trial
+    def asked(rs):
+        return [(r["trial"]["id"], r["trial"]["config"], r["trial"]["fidelity"],
+                 r["trial"]["token_limit"]) for r in rs if r["type"] == "ask"]
+
+    def prompt(rs):
+        return {r["trial_id"]: (r["result"]["prompt_tokens"], r["result"]["n_evaluated"])
+                for r in tells(rs)}
+
+    assert asked(local) == asked(recs)
+    assert prompt(local) == prompt(recs)
+    print(f"pipeline: {len(rr)} rounds, {len(tells(recs))} trials, {spent} tokens; "
+          f"in-process: {len(lr)} rounds, {tokens(local)} tokens")

@@ -1,0 +1,134 @@
+"""A small real study end to end through the CLI: local vLLM, MLflow (SQLite), Ctrl-C, resume.
+
+Run with ``ECOTUNE_VLLM_URL=http://127.0.0.1:8000`` to reuse a running server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ecotune.cli import main
+from ecotune.journal import open_journal
+
+pytestmark = pytest.mark.integration
+
+BUDGET = 6000
+
+
+def _config(tmp_path: Path, base_url: str) -> Path:
+    data = {
+        "name": "e2e",
+        "task": {"name": "arithmetic", "n": 60},
+        "engine": {"base_url": base_url, "model": "smollm2-135m-instruct", "send_seed": False,
+                   "max_concurrency": 4, "timeout_s": 120},
+        "search_space": {
+            "temperature": {"type": "float", "low": 0.0, "high": 1.0},
+            "max_tokens": {"type": "int", "low": 3, "high": 6},
+            "few_shot": {"type": "int", "low": 1, "high": 4},
+        },
+        "budget_tokens": BUDGET, "r_min": 3, "r_max": 10, "optimizer": "random", "seed": 1,
+        "max_trials": 8,
+        "workdir": str(tmp_path / "runs"),
+        "tracking": {"enabled": True, "experiment": "e2e", "local_dir": str(tmp_path / "mlruns")},
+        "promotion": {"enabled": True, "held_out": 10},
+    }
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _tells(journal: Path) -> list[dict]:
+    return [r for r in open_journal(journal).records() if r["type"] == "tell"]
+
+
+def test_tune_interrupt_resume(vllm_server: str, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, vllm_server)
+    journal = tmp_path / "runs" / "e2e" / "journal.jsonl"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_REGISTRY_URI": ""}
+    env.pop("MLFLOW_TRACKING_URI")
+    env.pop("MLFLOW_REGISTRY_URI")
+
+    # 1. start a study and interrupt it (Ctrl-C) after two trials
+    proc = subprocess.Popen([sys.executable, "-m", "ecotune.cli", "tune", "--config", str(cfg),
+                             "--plain"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.exists() and len(_tells(journal)) >= 2:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "ecotune resume --config" in err and "Traceback" not in err
+    done_before = len(_tells(journal))
+    assert 2 <= done_before < 8
+
+    # a new study over the same journal is refused with a pointer to resume
+    assert main(["tune", "--config", str(cfg)]) == 2
+    assert "ecotune resume" in capsys.readouterr().err
+
+    # 2. resume to the end (in-process, through the CLI)
+    assert main(["resume", "--config", str(cfg), "--plain"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "stop reason" in out
+
+    recs = open_journal(journal).records()
+    tells = [r for r in recs if r["type"] == "tell"]
+    asks = [r for r in recs if r["type"] == "ask"]
+    assert len(tells) == len(asks) == 8
+    assert sorted(r["trial_id"] for r in tells) == list(range(8))
+    used = sum(r["result"]["tokens"] for r in tells)
+    assert 0 < used <= BUDGET
+    inst = [r for r in recs if r["type"] == "instance"]
+    assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in inst) == used
+    for t in tells:  # every trial within its own limit
+        limit = next(a["trial"]["token_limit"] for a in asks if a["trial"]["id"] == t["trial_id"])
+        assert t["result"]["tokens"] <= limit
+    promo = [r for r in recs if r["type"] == "promotion"]
+    assert promo and promo[-1]["n"] == 10
+
+    # 3. MLflow: one parent run, one finished trial run per trial, final token count
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{(tmp_path / 'mlruns').resolve() / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("ecotune.role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("ecotune.role") == "trial"]
+    assert len(parents) == 1
+    assert sorted(int(r.data.tags["ecotune.trial_id"]) for r in trials) == list(range(8))
+    assert parents[0].info.status == "FINISHED"
+    assert parents[0].data.metrics["final.tokens_used"] == used
+    name = promo[-1]["model_name"]
+    mv = client.get_model_version_by_alias(name, "challenger")
+    assert str(mv.version) == str(promo[-1]["version"])
+
+    # 4. promote again from the journal alone: the champion is now scored too
+    assert main(["promote", "--config", str(cfg)]) == 0
+    assert "promotion:" in capsys.readouterr().out
+    promo = [r for r in open_journal(journal).records() if r["type"] == "promotion"]
+    assert len(promo) == 2 and promo[-1]["champion_score"] is not None
+
+
+def test_wrong_model_is_a_clear_error(vllm_server: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, vllm_server)
+    data = yaml.safe_load(cfg.read_text())
+    data["engine"]["model"] = "no-such-model"
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["tune", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "engine check failed" in err and "not served" in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "e2e" / "journal.jsonl").exists()

@@ -1,0 +1,112 @@
+"""Replay benchmark: exact token charging, token limits, budget, and the report command."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from ecotune.bench.collect import collect, sobol_configs
+from ecotune.bench.replay import ReplayEvaluator, Table
+from ecotune.bench.synthetic import SyntheticLandscape, synthetic_space
+from ecotune.evaluator import fits
+from ecotune.optimizers import make_optimizer
+from ecotune.space import helm_default
+from ecotune.trial import Trial, TrialStatus
+
+
+@pytest.fixture(scope="module")
+def table() -> Table:
+    land = SyntheticLandscape(60, seed=3)
+    space = synthetic_space()
+    return Table.from_landscape(land, space, sobol_configs(space, 24, seed=0), 40,
+                                helm=helm_default(space, max_tokens=16))
+
+
+def test_replay_charges_exactly_recorded_tokens(table: Table) -> None:
+    ev = ReplayEvaluator(table)
+    for k in (0, 5, 17):
+        cfg = table.configs[k]
+        res = ev.evaluate(Trial(id=0, config=cfg, fidelity=12, token_limit=10**9))
+        assert ev.hits[-1] == k and ev.dists[-1] == pytest.approx(0.0)
+        assert res.n_evaluated == 12 and res.status == TrialStatus.COMPLETE
+        assert res.prompt_tokens == int(table.prompt_tokens[k, :12].sum())
+        assert res.completion_tokens == int(table.completion_tokens[k, :12].sum())
+        assert res.score == pytest.approx(table.scores[k, :12].mean())
+        assert res.instance_ids == table.instance_ids[:12]
+
+
+def test_replay_honours_token_limit(table: Table) -> None:
+    ev = ReplayEvaluator(table)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        k = int(rng.integers(table.n_configs))
+        cfg = table.configs[k]
+        limit = int(rng.integers(1, 4000))
+        res = ev.evaluate(Trial(id=0, config=cfg, fidelity=30, token_limit=limit))
+        assert res.tokens <= limit
+        n = res.n_evaluated
+        assert res.tokens == int(table.prompt_tokens[k, :n].sum() + table.completion_tokens[k, :n].sum())
+        if n < 30:  # stopped before the first instance that did not fit
+            assert not fits(res.tokens, int(table.prompt_tokens[k, n]), int(cfg["max_tokens"]), limit)
+            assert res.status in (TrialStatus.PARTIAL, TrialStatus.FAILED)
+
+
+def test_replay_nearest_neighbour(table: Table) -> None:
+    cfg = dict(table.configs[7])
+    cfg["temperature"] = min(1.0, cfg["temperature"] + 1e-3)
+    assert table.nearest(cfg) == 7
+    assert table.true_score(cfg) == pytest.approx(table.scores[7].mean())
+
+
+@pytest.mark.parametrize("method", ["ecotune", "random", "bohb", "cmaes"])
+def test_replay_never_exceeds_budget(table: Table, method: str) -> None:
+    budget = 8000 if method == "ecotune" else 20000
+    for seed in range(3 if method != "ecotune" else 1):
+        opt = make_optimizer(method, space=table.space, budget_tokens=budget, r_min=3, r_max=40,
+                             seed=seed)
+        ev = ReplayEvaluator(table)
+        while (trial := opt.ask()) is not None:
+            res = ev.evaluate(trial)
+            assert res.tokens <= trial.token_limit
+            opt.tell(trial, result=res)
+        assert opt.tokens_used <= budget
+
+
+class _Echo:
+    """A fake engine that answers '3' with exact-looking usage."""
+
+    def generate(self, prompts, params):
+        from ecotune.engines.base import Completion
+
+        return [Completion(text=" 3", prompt_tokens=len(p) // 4, completion_tokens=min(2, params.max_tokens),
+                           index=i) for i, p in enumerate(prompts)]
+
+
+def test_collect_resumes(tmp_path) -> None:
+    out = tmp_path / "t.jsonl.gz"
+    collect("arithmetic", "http://unused", "m", 3, 6, out, engine=_Echo(), progress=False)
+    tb = Table.load(out)
+    assert tb.scores.shape == (4, 6) and tb.helm_index == 0
+    n_before = len(gzip.open(out, "rt").read().splitlines())
+    collect("arithmetic", "http://unused", "m", 3, 6, out, engine=_Echo(), progress=False)
+    assert len(gzip.open(out, "rt").read().splitlines()) == n_before  # nothing redone
+    rows = [json.loads(x) for x in gzip.open(out, "rt").read().splitlines()]
+    assert sum(r["type"] == "row" for r in rows) == 24
+
+
+def test_report_on_synthetic(tmp_path) -> None:
+    from ecotune.bench.cli import main
+
+    out = tmp_path / "rep"
+    rc = main(["run", "--table", "synthetic", "--budget", "12000", "--seeds", "2",
+               "--optimizers", "random,qmc,bohb,helm", "--out", str(out), "--no-timing"])
+    assert rc == 0
+    md = (out / "report.md").read_text()
+    assert "Table 1" in md and "tokens spent / budget" in md
+    for f in ("anytime.png", "ecdf.png", "tokens_to_target.png"):
+        assert (out / f).stat().st_size > 1000
+    res = json.loads((out / "results.json").read_text())
+    assert res["max_spend_ratio"] <= 1.0 and res["over_limit_trials"] == 0

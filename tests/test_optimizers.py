@@ -1,0 +1,167 @@
+"""One contract every optimizer passes, plus journal resume and the hard budget."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ecotune.bench.synthetic import SyntheticEvaluator, SyntheticLandscape, synthetic_space
+from ecotune.journal import JournalError, open_journal
+from ecotune.optimizers import OPTIMIZERS, make_optimizer
+from ecotune.trial import Trial
+from ecotune.tuner import run_study
+
+LAND = SyntheticLandscape(120, seed=3)
+SPACE = synthetic_space()
+
+
+def _make(name, journal=None, budget=30_000, **kw):
+    return make_optimizer(name, space=SPACE, budget_tokens=budget, r_min=5, r_max=40, seed=1,
+                          journal=journal, **kw)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_contract(name):
+    opt = _make(name)
+    ev = SyntheticEvaluator(LAND)
+    n = 0
+    while (trial := opt.ask()) is not None:
+        assert isinstance(trial, Trial) and trial.id == n
+        assert 5 <= trial.fidelity <= 40
+        assert 0 < trial.token_limit <= opt.budget.budget_tokens
+        assert set(SPACE.names) <= set(trial.config) | {"few_shot"}
+        res = ev.evaluate(trial)
+        assert res.tokens <= trial.token_limit
+        opt.tell(trial, score=res.score, tokens=res.tokens, n_evaluated=res.n_evaluated)
+        n += 1
+    assert opt.stop_reason in {"budget", "exhausted", "max_trials", "converged"}
+    assert opt.tokens_used <= 30_000
+    cfg, score = opt.best()
+    assert cfg is not None and 0.0 <= score <= 1.0
+
+
+def test_unknown_optimizer_and_bad_fidelities():
+    with pytest.raises(ValueError, match="unknown optimizer 'nope'"):
+        make_optimizer("nope", space=SPACE, budget_tokens=10, r_min=1, r_max=2)
+    with pytest.raises(ValueError, match=r"r_min \(9\) must be <= r_max \(3\)"):
+        make_optimizer("random", space=SPACE, budget_tokens=10, r_min=9, r_max=3)
+    with pytest.raises(ValueError, match="budget_tokens must be positive"):
+        make_optimizer("random", space=SPACE, budget_tokens=0, r_min=1, r_max=3)
+
+
+def test_tell_validation():
+    opt = _make("random")
+    t = opt.ask()
+    with pytest.raises(ValueError, match="n_evaluated"):
+        opt.tell(t, score=0.5, tokens=10, n_evaluated=t.fidelity + 1)
+    with pytest.raises(ValueError, match="finite"):
+        opt.tell(t, score=float("nan"), tokens=10, n_evaluated=1)
+    opt.tell(t, score=0.5, tokens=10, n_evaluated=1)
+    with pytest.raises(ValueError, match="already told"):
+        opt.tell(t, score=0.5, tokens=10, n_evaluated=1)
+    with pytest.raises(ValueError, match="never asked"):
+        opt.tell(99, score=0.5, tokens=10)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_resume_from_journal_loses_and_double_counts_nothing(name, tmp_path):
+    path = tmp_path / "journal.jsonl"
+    ev = SyntheticEvaluator(LAND)
+    opt = _make(name, journal=path)
+    for _ in range(6):
+        t = opt.ask()
+        if t is None:
+            break
+        res = ev.evaluate(t)
+        opt.tell(t, result=res)
+    pending = opt.ask()  # asked, then the process "dies" before tell
+    used = opt.tokens_used
+    del opt
+    again = _make(name, journal=path)
+    assert again.tokens_used == used
+    if pending is not None:
+        t = again.ask()
+        assert t == pending  # the interrupted trial is handed out again, same id
+        again.tell(t, result=ev.evaluate(t))
+    run_study(again, ev)
+    recs = open_journal(path).records()
+    tells = [r for r in recs if r["type"] == "tell"]
+    asks = [r for r in recs if r["type"] == "ask"]
+    assert len({r["trial_id"] for r in tells}) == len(tells) == len(asks)
+    assert sum(r["result"]["tokens"] for r in tells) == again.tokens_used <= 30_000
+
+
+def test_journal_of_another_study_is_refused(tmp_path):
+    path = tmp_path / "j.jsonl"
+    _make("random", journal=path)
+    with pytest.raises(JournalError, match="another study"):
+        _make("qmc", journal=path)
+
+
+def test_torn_journal_tail_is_ignored_and_repaired(tmp_path):
+    path = tmp_path / "j.jsonl"
+    opt = _make("random", journal=path)
+    t = opt.ask()
+    opt.tell(t, score=0.5, tokens=100, n_evaluated=t.fidelity)
+    with open(path, "ab") as f:
+        f.write(b'{"type": "tell", "key": "tell:1", "trial_')  # crash mid-write
+    again = _make("random", journal=path)
+    assert again.tokens_used == 100
+    t2 = again.ask()
+    again.tell(t2, score=0.1, tokens=5, n_evaluated=1)
+    lines = path.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(budget=st.integers(50, 40_000), seed=st.integers(0, 10_000),
+       name=st.sampled_from(["random", "qmc", "cmaes", "bohb", "helm"]),
+       r_min=st.integers(1, 10), span=st.integers(0, 60), overshoot=st.floats(0, 1))
+def test_budget_is_never_exceeded(budget, seed, name, r_min, span, overshoot):
+    """Random workloads: the evaluator spends anything up to each trial's worst case."""
+    rng = np.random.default_rng(seed)
+    opt = make_optimizer(name, space=SPACE, budget_tokens=budget, r_min=r_min,
+                         r_max=r_min + span, seed=seed,
+                         prompt_tokens_hint=float(rng.integers(5, 300)))
+    while (t := opt.ask()) is not None:
+        per = opt.cost_model.worst_case_per_instance(int(t.config["max_tokens"]))
+        n = min(t.fidelity, int(t.token_limit // per))
+        spent = int(min(t.token_limit, n * per * (0.2 + 0.8 * overshoot)))
+        assert spent <= t.token_limit
+        opt.tell(t, score=float(rng.random()), tokens=spent, n_evaluated=n)
+        assert opt.tokens_used <= budget
+    assert opt.tokens_used <= budget
+
+
+def test_ecotune_budget_never_exceeded_over_seeds():
+    for seed in range(2):
+        for budget in (2_000, 12_000):
+            opt = make_optimizer("ecotune", space=SPACE, budget_tokens=budget, r_min=3,
+                                 r_max=30, seed=seed)
+            run_study(opt, SyntheticEvaluator(LAND))
+            assert opt.tokens_used <= budget
+
+
+def test_core_imports_no_io_frameworks():
+    code = ("import sys, ecotune, ecotune.optimizers, ecotune.journal, ecotune.tuner;"
+            "from ecotune.optimizers import make_optimizer;"
+            "make_optimizer('ecotune', space=ecotune.default_llm_space(), budget_tokens=10**4,"
+            " r_min=1, r_max=5);"
+            "bad=[m for m in ('kfp','kubernetes','mlflow','boto3') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ecotune_runs_initial_configs_first():
+    default = {"temperature": 0.0, "top_p": 1.0, "top_k": 100, "min_p": 0.0, "max_tokens": 8,
+               "repetition_penalty": 1.0, "length_penalty": 1.0, "few_shot": 5}
+    opt = _make("ecotune", initial_configs=[default])
+    t = opt.ask()
+    assert t.config == default and opt.r_min <= t.fidelity <= opt.r_max
+    opt.tell(t, result=SyntheticEvaluator(LAND).evaluate(t))
+    assert opt.ask().config != default

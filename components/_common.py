@@ -1,0 +1,169 @@
+"""Study-config plumbing shared by the components: config dict -> library objects.
+
+Every component receives the chart's study config (``/etc/ecotune/study.yaml`` as a dict;
+secrets only as references) and the study journal's URI, and rebuilds what it needs from
+them. Nothing here holds state: the journal is the only state a pipeline run has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ecotune.optimizers.base import Optimizer
+
+#: ``study`` keys that are optimizer options (config name -> make_optimizer keyword).
+_OPTIONS = {"tau": "tau", "eta0": "eta0", "lambda": "lam", "max_trials": "max_trials",
+            "fixed": "fixed", "patience": "patience", "prompt_tokens_hint": "prompt_tokens_hint"}
+
+
+def study_section(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``study:`` block of a study config (a bare block is accepted too)."""
+    return dict(cfg.get("study", cfg))
+
+
+def task_spec(cfg: dict[str, Any]) -> dict[str, Any] | str:
+    return study_section(cfg)["task"]
+
+
+def make_study_optimizer(cfg: dict[str, Any], journal_uri: str) -> Optimizer:
+    """Open (or resume) the study's optimizer on ``journal_uri``.
+
+    The first call writes the journal header; every later one replays the journal, so
+    asked-but-untold trials are handed out again first by ``ask()``.
+    """
+    from ecotune.optimizers import make_optimizer
+    from ecotune.space import SearchSpace
+    from ecotune.study import default_space
+    from ecotune.tasks import make_task
+
+    s = study_section(cfg)
+    options = {kw: s[k] for k, kw in _OPTIONS.items() if s.get(k) is not None}
+    if s.get("search_space"):
+        # parameters in name order: a pipeline hands the config over as a protobuf Struct
+        # (keys sorted), and sampling follows the space's order, so the same study config
+        # gives the same trials in a pipeline run and in-process
+        space = SearchSpace.from_dict(dict(sorted(s["search_space"].items())))
+    else:  # as `ecotune tune` does: the default space sized for the task
+        space = default_space(make_task(task_spec(cfg)))
+    if "max_tokens" not in space.params and "max_tokens" not in options.get("fixed", {}):
+        task = make_task(task_spec(cfg))
+        options["fixed"] = {**options.get("fixed", {}), "max_tokens": task.default_max_tokens}
+    if s.get("optimizer", "ecotune") != "ecotune":
+        options.pop("tau", None)
+    spec = {k: s.get(k) for k in ("name", "model", "task", "optimizer", "budget_tokens",
+                                  "r_min", "r_max", "seed")}
+    return make_optimizer(
+        s.get("optimizer", "ecotune"), space=space, budget_tokens=int(s["budget_tokens"]),
+        r_min=int(s["r_min"]), r_max=int(s["r_max"]), seed=int(s.get("seed", 0)),
+        journal=journal_uri, study_name=s.get("name"),
+        header_extra={"spec": spec, "tags": {"ecotune.study": str(s.get("name")),
+                                             "ecotune.model": str(s.get("model"))}},
+        **options)
+
+
+def engine_spec(cfg: dict[str, Any], engine_url: str) -> dict[str, Any]:
+    """EngineConfig dict for ``engine_url`` (``fake://`` gives a FakeEngine).
+
+    The API key, when the study has one, arrives as ``ECOTUNE_API_KEY`` from a Secret.
+    """
+    eng = cfg.get("engine") or {}
+    model = eng.get("served_model_name") or study_section(cfg).get("model")
+    spec: dict[str, Any] = {"base_url": engine_url, "model": model}
+    for k in ("max_concurrency", "timeout_s", "send_seed", "use_chat", "tokenizer"):
+        if eng.get(k) is not None:
+            spec[k] = eng[k]
+    return spec
+
+
+def subsets_store(manifest_uri: str) -> str:
+    """The store URI a manifest lives in (``<store>/subsets/<task>/<seed>/manifest.json``)."""
+    return manifest_uri.rsplit("/subsets/", 1)[0]
+
+
+def run_journal_uri(base: str, run_key: str) -> str:
+    """One journal per pipeline run, under the study's journal prefix."""
+    base = base.rstrip("/")
+    return f"{base}/{run_key}" if run_key else base
+
+
+def expected_trial_cost(opt: Optimizer) -> float:
+    """Mean tokens of the trials told so far; the cheapest trial's worst case before."""
+    spent = [r.tokens for r in opt.results.values()]
+    if spent and sum(spent) > 0:
+        return sum(spent) / len(spent)
+    return max(opt._min_trial_cost(), 1.0)
+
+
+def rounds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The journal's ``round`` records, in round order."""
+    return sorted((r for r in records if r.get("type") == "round"), key=lambda r: r["round"])
+
+
+@contextlib.contextmanager
+def serve_vllm(cfg: dict[str, Any], port: int = 8000, timeout_s: float = 1800.0
+               ) -> Iterator[str]:
+    """Start ``vllm serve`` in this pod (GPU evaluator image) and yield its base URL.
+
+    The model comes from the model-cache volume (``HF_HOME`` in the evaluator image);
+    ``engine.gpu_evaluator.vllm_args`` are passed through.
+    """
+    import httpx
+
+    eng = cfg.get("engine") or {}
+    gpu = eng.get("gpu_evaluator") or {}
+    model = study_section(cfg)["model"]
+    name = eng.get("served_model_name") or model
+    cmd = ["vllm", "serve", model, "--served-model-name", name, "--host", "127.0.0.1",
+           "--port", str(port), "--tensor-parallel-size", str(gpu.get("gpu_count", 1)),
+           *[str(a) for a in gpu.get("vllm_args") or []]]
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vllm exited with {proc.returncode} before /health")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"vllm not healthy after {timeout_s:.0f}s")
+            time.sleep(2.0)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[str, Any] | None:
+    """Register the best r_max config in the MLflow registry (see ecotune.tracking.promote).
+
+    Challenger scores are the best trial's per-instance scores. Without champion scores
+    on the same instances an existing champion stays; the first promotion becomes champion.
+    """
+    from ecotune.tracking import promote
+
+    track, s = cfg.get("tracking") or {}, study_section(cfg)
+    best = [(r.score, -i, i) for i, r in opt.results.items()
+            if r.score is not None and r.n_evaluated >= opt.r_max and r.instance_scores]
+    if not best:
+        return None
+    tid = max(best)[2]
+    res = promote(track["registered_model"], dict(opt.trials[tid].config),
+                  {"base_url": engine_url or "in-pipeline", "model": s.get("model")},
+                  challenger_scores=opt.results[tid].instance_scores,
+                  tracking_uri=track.get("tracking_uri"),
+                  experiment=f"{track.get('experiment') or 'ecotune'}-promotions",
+                  tags={"ecotune.study": str(s.get("name")), "ecotune.trial": str(tid)})
+    return {"model": res.model_name, "version": res.version, "aliases": list(res.aliases),
+            "promoted": res.promoted, "reason": res.reason}

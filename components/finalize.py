@@ -1,0 +1,52 @@
+"""Finalize (exit handler): summary, MLflow sync and report, registry promotion."""
+
+from kfp import dsl
+
+from components.images import CONTROL_PLANE_IMAGE
+
+
+@dsl.component(base_image=CONTROL_PLANE_IMAGE, install_kfp_package=False)
+def finalize_study(study: dict, journal_uri: str, engine_url: str,
+                   status: dsl.PipelineTaskFinalStatus, run_key: str = "") -> str:
+    """Close the study whether the run succeeded or failed; returns the summary as JSON.
+
+    Appends a ``final`` record (summary, rounds, run state). With tracking enabled, MLflow
+    is synced from the journal (missing trial runs re-created) and gets ``trials.csv``,
+    plots and ``best_config.yaml``; with a registered model and a successful run, the best
+    config at r_max is promoted (``challenger``, ``champion`` when it wins; see
+    :func:`ecotune.tracking.promote`). Tracking failures never fail the step: the journal
+    stays the source of truth and the next sync catches up.
+    """
+    import json
+    import logging
+
+    from components._common import make_study_optimizer, promote_best, rounds, run_journal_uri
+
+    log = logging.getLogger("ecotune.finalize")
+    journal = run_journal_uri(journal_uri, run_key)
+    track = study.get("tracking") or {}
+    opt = make_study_optimizer(study, journal)
+    records = opt.journal.records()
+    last = (rounds(records) or [{}])[-1]
+    summary = {**opt.summary(), "r_max": opt.r_max, "state": status.state,
+               "rounds": len(rounds(records)), "stop_reason": last.get("stop_reason")}
+    opt.journal.append({"type": "final", "key": "final", "summary": summary})
+    if track.get("enabled"):
+        try:
+            from ecotune.tracking import MlflowTracker
+
+            tracker = MlflowTracker(track.get("experiment") or "ecotune", track.get("tracking_uri"))
+            tracker.sync_from_journal(records)
+            trials = [{"trial": opt.trials[i].to_dict(), "result": r.to_dict()}
+                      for i, r in sorted(opt.results.items())]
+            tracker.on_study_end(summary, trials)
+            summary["mlflow_run_id"] = tracker.parent_run_id
+        except Exception as exc:  # noqa: BLE001
+            log.warning("MLflow sync failed: %s", exc)
+        if track.get("registered_model") and status.state == "SUCCEEDED":
+            try:
+                summary["promotion"] = promote_best(opt, study, engine_url)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("promotion failed: %s", exc)
+    return json.dumps(summary, default=str)
+

@@ -1,0 +1,35 @@
+"""Dataset sampler: build (or reuse) the study's nested fidelity subsets on the store."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from components.images import CONTROL_PLANE_IMAGE
+
+
+@dsl.component(base_image=CONTROL_PLANE_IMAGE, install_kfp_package=False)
+def sample_dataset(study: dict, subsets_uri: str, journal_uri: str, run_key: str = ""
+                   ) -> NamedTuple("Outputs", [("manifest_uri", str), ("journal_uri", str)]):
+    """Write ``subsets/<task>/<seed>/`` under ``subsets_uri`` once and open the journal.
+
+    Idempotent: an identical ordering already stored is reused; a different one is an
+    error (see :func:`ecotune.sampler.build_subsets`). Opening the optimizer writes the
+    journal header, so every later step resumes the same study.
+
+    Returns:
+        manifest_uri: ``<subsets_uri>/subsets/<task>/<seed>/manifest.json``.
+        journal_uri: this run's journal (``<journal_uri>/<run_key>``).
+    """
+    from collections import namedtuple
+
+    from components._common import make_study_optimizer, run_journal_uri, study_section, task_spec
+    from ecotune.sampler import build_subsets
+    from ecotune.tasks import make_task
+
+    s = study_section(study)
+    task = make_task(task_spec(study))
+    manifest = build_subsets(task, int(s["r_max"]), int(s.get("seed", 0)), subsets_uri)
+    journal = run_journal_uri(journal_uri, run_key)
+    make_study_optimizer(study, journal)
+    uri = f"{subsets_uri.rstrip('/')}/subsets/{manifest.task}/{manifest.seed}/manifest.json"
+    return namedtuple("Outputs", ["manifest_uri", "journal_uri"])(uri, journal)

@@ -1,0 +1,43 @@
+{{/*
+A `helm test` pod that runs one shell check with the pinned curl image.
+Args: dict "root" $ "name" suffix "script" "sh -c text" "env" (list of env entries).
+*/}}
+{{- define "ecotune.testPod" -}}
+{{- $root := .root -}}
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ printf "%s-test-%s" (include "ecotune.fullname" $root) .name | trunc 63 | trimSuffix "-" }}
+  labels:
+    {{- include "ecotune.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: test
+  annotations:
+    helm.sh/hook: test
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  {{- with include "ecotune.imagePullSecrets" $root }}{{ . | nindent 2 }}{{ end }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 100
+    runAsGroup: 101
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+    - name: check
+      image: {{ include "ecotune.image" $root.Values.tests.image }}
+      imagePullPolicy: {{ $root.Values.tests.image.pullPolicy }}
+      command: ["sh", "-c"]
+      args:
+        - {{ .script | quote }}
+      {{- with .env }}
+      env:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      resources:
+        {{- toYaml $root.Values.tests.resources | nindent 8 }}
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities: {drop: [ALL]}
+{{- end -}}

@@ -1,0 +1,1 @@
+"""The EcoTune Kubeflow pipeline, its compiler entry point and the study submitter."""

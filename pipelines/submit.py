@@ -1,0 +1,195 @@
+"""Submit a study's EcoTune pipeline to Kubeflow Pipelines (the chart's CronJob / hook Job).
+
+Usage::
+
+    python -m pipelines.submit --config /etc/ecotune/study.yaml              # one run now
+    python -m pipelines.submit --config /etc/ecotune/study.yaml --recurring  # (re)register
+    python -m pipelines.submit --config ... --recurring --disabled           # registered, paused
+
+The pipeline is compiled for the study at submit time (its GPU, tolerations, model cache and
+Secret names are compile-time Kubernetes settings) unless ``kfp.pipeline_package`` names a
+precompiled package. Environment: ``KFP_HOST``, ``KFP_NAMESPACE`` (override the config),
+``ECOTUNE_STUDY`` (the study name, checked against the config), and
+``KF_PIPELINES_SA_TOKEN_PATH`` (projected SA token; read by ``kfp.Client`` itself) or
+``KFP_BEARER_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_MAX_ROUNDS = 20
+
+
+class SubmitError(RuntimeError):
+    """The study config or environment cannot be submitted."""
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check the chart's study config (``version: 1``)."""
+    try:
+        cfg = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SubmitError(f"cannot read study config {path}: {e}") from e
+    if not isinstance(cfg, dict) or cfg.get("version") != 1:
+        raise SubmitError(f"{path}: not a version 1 EcoTune study config")
+    study = cfg.get("study") or {}
+    missing = [k for k in ("name", "model", "task", "budget_tokens", "r_min", "r_max")
+               if study.get(k) in (None, "")]
+    if missing:
+        raise SubmitError(f"{path}: study is missing {', '.join(missing)}")
+    eng = cfg.get("engine") or {}
+    if eng.get("type", "service") == "service" and not eng.get("base_url"):
+        raise SubmitError(f"{path}: engine.type service needs engine.base_url")
+    for k in ("storage", "tracking", "kfp", "schedule"):
+        cfg.setdefault(k, {})
+    return cfg
+
+
+def pipeline_arguments(cfg: dict[str, Any], batch_size: int = 4) -> dict[str, Any]:
+    """The pipeline's runtime parameters for a study config."""
+    st, name = cfg["storage"], cfg["study"]["name"]
+    if st.get("enabled"):
+        journal, subsets = st["journal_uri"], st.get("artifacts_uri") or st["journal_uri"]
+    else:  # no shared storage: only meaningful for single-pod local runs
+        journal, subsets = f"/tmp/ecotune/{name}/journal", f"/tmp/ecotune/{name}"
+    return {"study": strip_nulls(cfg), "journal_uri": journal, "subsets_uri": subsets,
+            "engine_url": (cfg.get("engine") or {}).get("base_url") or "",
+            "batch_size": batch_size}
+
+
+def strip_nulls(obj: Any) -> Any:
+    """Drop ``null`` values (KFP parameters cannot hold them; absent means the same)."""
+    if isinstance(obj, dict):
+        return {k: strip_nulls(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [strip_nulls(v) for v in obj if v is not None]
+    return obj
+
+
+def make_client(cfg: dict[str, Any]) -> Any:
+    """``kfp.Client`` for ``KFP_HOST``/``kfp.host``; bearer token from ``KFP_BEARER_TOKEN``.
+
+    With ``KF_PIPELINES_SA_TOKEN_PATH`` set, ``kfp.Client`` reads the projected token itself.
+    """
+    import kfp
+
+    host = os.environ.get("KFP_HOST") or cfg["kfp"].get("host")
+    if not host:
+        raise SubmitError("no KFP host: set KFP_HOST or kfp.host")
+    token = os.environ.get("KFP_BEARER_TOKEN") or None
+    return kfp.Client(host=host, namespace=namespace(cfg), existing_token=token)
+
+
+def namespace(cfg: dict[str, Any]) -> str | None:
+    return os.environ.get("KFP_NAMESPACE") or cfg["kfp"].get("namespace") or None
+
+
+def package_for(cfg: dict[str, Any], out_dir: str, max_rounds: int, parallelism: int) -> str:
+    """A precompiled ``kfp.pipeline_package`` if set, else the pipeline compiled for the study."""
+    pkg = cfg["kfp"].get("pipeline_package")
+    if pkg:
+        if not Path(pkg).exists():
+            raise SubmitError(f"kfp.pipeline_package {pkg} does not exist")
+        return str(pkg)
+    from pipelines.compile import compile_pipeline
+    from pipelines.ecotune_loop import PipelineOptions
+
+    opts = PipelineOptions.from_study(cfg, max_rounds=max_rounds, parallelism=parallelism)
+    return str(compile_pipeline(Path(out_dir) / "ecotune_loop.yaml", opts))
+
+
+def submit(cfg: dict[str, Any], client: Any, *, recurring: bool = False, disabled: bool = False,
+           max_rounds: int = DEFAULT_MAX_ROUNDS, parallelism: int = 4, batch_size: int = 4,
+           now: dt.datetime | None = None) -> dict[str, Any]:
+    """Create one run, or create/replace the study's recurring run; returns what was done."""
+    k, name = cfg["kfp"], cfg["study"]["name"]
+    prefix = k.get("run_name_prefix") or f"ecotune-{name}"
+    experiment = k.get("experiment") or "ecotune"
+    args = pipeline_arguments(cfg, batch_size)
+    with tempfile.TemporaryDirectory(prefix="ecotune-submit-") as tmp:
+        pkg = package_for(cfg, tmp, max_rounds, parallelism)
+        exp = client.create_experiment(experiment, namespace=namespace(cfg))
+        exp_id = exp.experiment_id
+        common = {"params": args, "pipeline_root": k.get("pipeline_root") or None,
+                  "service_account": k.get("service_account") or None}
+        if not recurring:
+            stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d-%H%M%S")
+            run = client.run_pipeline(experiment_id=exp_id, job_name=f"{prefix}-{stamp}",
+                                      pipeline_package_path=pkg, enable_caching=False,
+                                      **common)
+            return {"kind": "run", "name": f"{prefix}-{stamp}", "id": run.run_id}
+        sched = cfg.get("schedule") or {}
+        if not sched.get("cron"):
+            raise SubmitError("--recurring needs schedule.cron in the study config")
+        job_name = f"{prefix}-recurring"
+        for old in _recurring_runs(client, exp_id, job_name):
+            client.delete_recurring_run(old)
+        job = client.create_recurring_run(
+            experiment_id=exp_id, job_name=job_name, cron_expression=_kfp_cron(sched["cron"]),
+            pipeline_package_path=pkg, max_concurrency=1, no_catchup=True,
+            enabled=not disabled, enable_caching=False, **common)
+        return {"kind": "recurring", "name": job_name, "id": job.recurring_run_id,
+                "enabled": not disabled}
+
+
+def _kfp_cron(cron: str) -> str:
+    """KFP cron has a seconds field: ``0 4 * * 1`` -> ``0 0 4 * * 1``."""
+    parts = cron.split()
+    return " ".join(["0", *parts]) if len(parts) == 5 else cron
+
+
+def _recurring_runs(client: Any, exp_id: str, name: str) -> list[str]:
+    resp = client.list_recurring_runs(experiment_id=exp_id, page_size=100)
+    return [r.recurring_run_id for r in (resp.recurring_runs or []) if r.display_name == name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipelines.submit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="study config (/etc/ecotune/study.yaml)")
+    p.add_argument("--recurring", action="store_true",
+                   help="create or replace the study's KFP recurring run (schedule.cron)")
+    p.add_argument("--disabled", action="store_true",
+                   help="with --recurring: register it paused")
+    p.add_argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS)
+    p.add_argument("--parallelism", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="trials asked per round")
+    p.add_argument("--dry-run", action="store_true",
+                   help="compile and print what would be submitted; no KFP call")
+    a = p.parse_args(argv)
+    if a.disabled and not a.recurring:
+        p.error("--disabled needs --recurring")
+    try:
+        cfg = load_config(a.config)
+        env_study = os.environ.get("ECOTUNE_STUDY")
+        if env_study and env_study != cfg["study"]["name"]:
+            raise SubmitError(f"ECOTUNE_STUDY={env_study} but the config is for study "
+                              f"{cfg['study']['name']!r}")
+        if a.dry_run:
+            with tempfile.TemporaryDirectory() as tmp:
+                pkg = package_for(cfg, tmp, a.max_rounds, a.parallelism)
+                print(yaml.safe_dump({"package": pkg, "namespace": namespace(cfg),
+                                      "arguments": {**pipeline_arguments(cfg, a.batch_size),
+                                                    "study": "<study config>"}}))
+            return 0
+        done = submit(cfg, make_client(cfg), recurring=a.recurring, disabled=a.disabled,
+                      max_rounds=a.max_rounds, parallelism=a.parallelism,
+                      batch_size=a.batch_size)
+    except SubmitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"submitted {done['kind']} {done['name']} ({done['id']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+# EcoTune: token-efficient tuning of LLM inference settings.
+# `make demo` and `make test` each install what they lack first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ecotune-installed
+TOOLS_STAMP := .tools/bin/helm
+PYTEST_ARGS ?=
+IMG_REG ?= ghcr.io/ecotune
+IMG_TAG ?= 0.1.0
+
+.PHONY: install tools demo test test-fast lint pipeline chart lint-images check-images images bench bench-tables bench-report serve-local clean
+
+install: $(STAMP)
+$(STAMP): pyproject.toml requirements/constraints.txt scripts/install.sh
+	bash scripts/install.sh
+	touch $(STAMP)
+
+tools: $(TOOLS_STAMP)
+$(TOOLS_STAMP): scripts/install_tools.sh | $(STAMP)
+	bash scripts/install_tools.sh
+
+DEMO_NAME ?= demo-$(shell date +%Y%m%d-%H%M%S)
+demo: install
+	$(VENV)/bin/ecotune tune --config examples/demo.yaml --name $(DEMO_NAME)
+	@echo
+	@echo "MLflow UI:         $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///runs/mlruns/mlflow.db"
+	@echo "Registered model:  ecotune-smollm2-135m-instruct-arithmetic (aliases: champion, challenger)"
+	@echo "Journal:           runs/$(DEMO_NAME)/journal.jsonl  (resume: ecotune resume --journal ...)"
+
+test: install tools
+	bash scripts/run_tests.sh $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check ecotune components pipelines tests
+
+serve-local: install
+	$(VENV)/bin/ecotune serve-local
+
+pipeline: install
+	$(PY) -m pipelines.compile --out build/ecotune_loop.yaml
+
+chart: tools
+	bash scripts/check_chart.sh
+
+lint-images: tools
+	SKIP_RESOLVE=1 bash scripts/check_images.sh
+
+check-images: tools
+	bash scripts/check_images.sh
+
+images:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  docker build -f images/control-plane/Dockerfile -t $(IMG_REG)/control-plane:$(IMG_TAG) . && \
+	  docker build -f images/evaluator/Dockerfile -t $(IMG_REG)/evaluator:$(IMG_TAG) . && \
+	  docker push $(IMG_REG)/control-plane:$(IMG_TAG) && docker push $(IMG_REG)/evaluator:$(IMG_TAG); \
+	else echo "no docker engine here: 'make check-images' lints the Dockerfiles and resolves their requirements"; fi
+
+bench: install
+	$(VENV)/bin/ecotune bench run --table synthetic --budget 50000 --seeds 10 --out benchmarks/report_synthetic
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
+
+# Re-record the replay tables with the embedded vLLM (about 6 minutes each on 2 cores; needs
+# `make serve-local` running, or ECOTUNE_VLLM_URL), then regenerate the reports.
+BENCH_URL ?= $(or $(ECOTUNE_VLLM_URL),http://127.0.0.1:8000)
+bench-tables: install
+	$(VENV)/bin/ecotune bench collect --task arithmetic --engine-url $(BENCH_URL) --model smollm2-135m-instruct --n-configs 48 --instances 80 --out benchmarks/arithmetic.jsonl.gz
+	$(VENV)/bin/ecotune bench collect --task gsm8k_calc --engine-url $(BENCH_URL) --model smollm2-135m-instruct --n-configs 48 --instances 80 --out benchmarks/gsm8k_calc.jsonl.gz
+
+bench-report: install
+	for t in arithmetic gsm8k_calc; do $(VENV)/bin/ecotune bench run --table benchmarks/$$t.jsonl.gz --budget 50000 --seeds 10 --optimizers ecotune,random,qmc,botorch,cmaes,bohb,helm,ecotune+default --out benchmarks/report_$$t/ --no-timing || exit 1; done
+	$(VENV)/bin/ecotune bench run --table synthetic --budget 50000 --seeds 10 --optimizers ecotune,random,qmc,botorch,cmaes,bohb,helm,ecotune+default --out benchmarks/report_synthetic/

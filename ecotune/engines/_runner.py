@@ -35,7 +35,25 @@ class _LoopThread:
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        """Run ``coro`` on the loop and wait for it.
+
+        If the wait is interrupted (Ctrl-C lands in the calling thread), the coroutine is
+        cancelled and left to unwind on the loop (its ``finally`` blocks cancel the requests
+        it has in flight) before the interrupt propagates, so no task is left half-run for a
+        loop that is about to be closed.
+        """
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result()
+        except BaseException:
+            if not fut.done() and self.loop.is_running():
+                fut.cancel()
+                settle = asyncio.run_coroutine_threadsafe(_settle(coro), self.loop)
+                try:
+                    settle.result(timeout=10)
+                except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+                    pass
+            raise
 
     def stop(self) -> None:
         if self.loop.is_running():
@@ -160,6 +178,13 @@ class BatchMixin:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def _settle(coro: Coroutine[Any, Any, Any]) -> None:
+    """Wait until the task running ``coro`` (already cancelled) has finished unwinding."""
+    for task in asyncio.all_tasks():
+        if task.get_coro() is coro:
+            await asyncio.wait([task], timeout=10)
 
 
 def _index_or_inf(fut: asyncio.Future[Completion]) -> float:

@@ -110,3 +110,22 @@ def test_report_on_synthetic(tmp_path) -> None:
         assert (out / f).stat().st_size > 1000
     res = json.loads((out / "results.json").read_text())
     assert res["max_spend_ratio"] <= 1.0 and res["over_limit_trials"] == 0
+
+
+@pytest.mark.parametrize("method", ["ecotune", "random", "botorch", "qmc"])
+def test_restricted_replay_only_runs_table_configs(table: Table, method: str) -> None:
+    from ecotune.bench.report import Bench, replay_one
+
+    bench = Bench("t", table.space, 3, 40, lambda: ReplayEvaluator(table), table.true_score,
+                  float(table.true_scores.max()), "best", {}, table)
+    out = replay_one(bench, method, seed=0, budget=12_000, restrict=True)
+    assert out["mean_map_dist"] == pytest.approx(0.0, abs=1e-9)  # no mapping needed
+    assert out["tokens_used"] <= 12_000 and out["over_limit"] == 0
+
+
+def test_restrict_needs_a_table(tmp_path, capsys) -> None:
+    from ecotune.bench.cli import main
+
+    rc = main(["run", "--table", "synthetic", "--seeds", "1", "--optimizers", "random",
+               "--out", str(tmp_path), "--restrict", "--no-timing"])
+    assert rc == 2 and "--restrict needs a recorded table" in capsys.readouterr().err

@@ -165,3 +165,70 @@ def test_ecotune_runs_initial_configs_first():
     assert t.config == default and opt.r_min <= t.fidelity <= opt.r_max
     opt.tell(t, result=SyntheticEvaluator(LAND).evaluate(t))
     assert opt.ask().config != default
+
+
+# -- a finite candidate set (presets, or a recorded benchmark table) ----------------------
+def _candidates(k=12, seed=4):
+    from ecotune.bench.collect import sobol_configs
+
+    return sobol_configs(SPACE, k, seed=seed)
+
+
+def _key(cfg):
+    return json.dumps({n: cfg[n] for n in SPACE.names if n in cfg}, sort_keys=True)
+
+
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS if n != "helm"])
+def test_every_proposal_is_a_candidate(name):
+    cands = _candidates()
+    keys = {_key(SPACE.validate_config(c)) for c in cands}
+    opt = _make(name, candidates=cands)
+    ev = SyntheticEvaluator(LAND)
+    measured: dict[str, int] = {}
+    while (trial := opt.ask()) is not None:
+        k = _key(trial.config)
+        assert k in keys
+        if opt.candidate_aware:  # the model-based and random ones never re-measure
+            assert measured.get(k, 0) < trial.fidelity, (k, trial.fidelity)
+        res = ev.evaluate(trial)
+        opt.tell(trial, result=res)
+        measured[k] = max(measured.get(k, 0), res.n_evaluated)
+    assert _key(opt.best()[0]) in keys
+    if name in ("random", "botorch"):  # single fidelity over 12 configs: done after 12
+        assert opt.stop_reason in {"exhausted", "budget"}
+        assert len(opt.results) <= len(cands)
+
+
+def test_random_over_candidates_is_a_seeded_order_without_repeats():
+    cands = _candidates(8)
+    opt = _make("random", budget=10**7, candidates=cands)
+    seen = []
+    while (t := opt.ask()) is not None:
+        seen.append(_key(t.config))
+        opt.tell(t, score=0.5, tokens=100, n_evaluated=t.fidelity)
+    assert sorted(seen) == sorted(_key(SPACE.validate_config(c)) for c in cands)
+    assert opt.stop_reason == "exhausted"
+
+
+def test_bad_candidates_are_refused_with_the_culprit_named():
+    good = _candidates(2)
+    with pytest.raises(ValueError, match="at least one config"):
+        _make("ecotune", candidates=[])
+    with pytest.raises(ValueError, match=r"candidate 1: unknown parameter\(s\) colour"):
+        _make("ecotune", candidates=[good[0], {**good[1], "colour": "red"}])
+    with pytest.raises(ValueError, match="candidate 0: temperature=7.0 is outside the space"):
+        _make("qmc", candidates=[{**good[0], "temperature": 7.0}])
+
+
+def test_resume_with_candidates(tmp_path):
+    cands = _candidates()
+    path = tmp_path / "j.jsonl"
+    ev = SyntheticEvaluator(LAND)
+    opt = _make("ecotune", journal=path, candidates=cands)
+    for _ in range(7):
+        t = opt.ask()
+        opt.tell(t, result=ev.evaluate(t))
+    again = _make("ecotune", journal=path, candidates=cands)
+    assert again.tokens_used == opt.tokens_used and len(again.results) == 7
+    run_study(again, ev)
+    assert again.tokens_used <= 30_000

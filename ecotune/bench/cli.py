@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--r-min", type=int, default=None, help="default: max(2, N // 16)")
     r.add_argument("--r-max", type=int, default=None, help="default: all table instances")
     r.add_argument("--name", default=None, help="report title (default: the table's task)")
+    r.add_argument("--restrict", action="store_true",
+                   help="optimizers choose among the table's configs (candidates) instead of "
+                        "having free proposals mapped to the nearest one")
     r.add_argument("--timing", action=argparse.BooleanOptionalAction, default=True,
                    help="measure ecotune's ask+tell time at 50 and 200 observations")
     return p
@@ -68,9 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             print(f"unknown optimizers: {', '.join(bad)}", file=sys.stderr)
             return 2
-        md = run_benchmark(args.table, out=args.out, budget=args.budget, seeds=args.seeds,
-                           optimizers=names, r_min=args.r_min, r_max=args.r_max,
-                           name=args.name, timing=args.timing)
+        try:
+            md = run_benchmark(args.table, out=args.out, budget=args.budget, seeds=args.seeds,
+                               optimizers=names, r_min=args.r_min, r_max=args.r_max,
+                               name=args.name, timing=args.timing, restrict=args.restrict)
+        except (ValueError, OSError) as e:
+            print(f"ecotune bench run: {e}", file=sys.stderr)
+            return 2
         print(f"report written to {md}")
         return 0
     return 2

@@ -46,11 +46,17 @@ class Optimizer:
         study_name: the study's name, recorded in the journal header.
         header_extra: more fields for the journal header (e.g. ``spec`` and ``tags`` that
             tracking replays from the journal); not compared on resume.
+        candidates: a finite set of allowed configs (vetted presets, or the configs of a
+            recorded benchmark table). Every proposal is one of them: optimizers that model
+            the score (``candidate_aware``) choose among them directly, the others'
+            proposals are mapped to the nearest candidate in the encoded space.
     """
 
     name = "base"
     #: the fidelity every trial runs at (single-fidelity baselines use r_max).
     single_fidelity = True
+    #: True if ``_propose`` itself picks among ``candidates`` (else proposals are snapped).
+    candidate_aware = False
 
     def __init__(
         self,
@@ -70,6 +76,7 @@ class Optimizer:
         samples_per_request: int = 1,
         study_name: str | None = None,
         header_extra: dict[str, Any] | None = None,
+        candidates: list[dict[str, Any]] | None = None,
     ):
         if not isinstance(space, SearchSpace):
             raise TypeError("space must be an ecotune.SearchSpace")
@@ -98,6 +105,11 @@ class Optimizer:
         self.stop_reason: str | None = None
         self._options = {"max_trials": max_trials, "eta0": eta0, "lam": lam,
                          "fixed": self.fixed, "samples_per_request": self.samples}
+        self.candidates = _check_candidates(space, candidates)
+        self.candidate_X = (np.array([space.encode(c) for c in self.candidates])
+                            if self.candidates is not None else None)
+        if self.candidates is not None:
+            self._options["candidates"] = self.candidates
         self.journal = open_journal(journal) if journal is not None else None
 
     # ------------------------------------------------------------------ journal / resume
@@ -149,6 +161,8 @@ class Optimizer:
             self.stop_reason = self.stop_reason or "exhausted"
             return None
         config, r, meta = proposal
+        if self.candidates is not None and not self.candidate_aware:
+            config = self.nearest_candidate(config)
         config = {**self.fixed, **config}
         r = int(min(max(r, self.r_min), self.r_max))
         per_instance = self.cost_model.worst_case_per_instance(self._max_completion(config))
@@ -263,6 +277,22 @@ class Optimizer:
                 "eta": self.budget.eta}
 
     # ------------------------------------------------------------------ helpers
+    def nearest_candidate(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The candidate nearest to ``config`` in the encoded space (Euclidean)."""
+        assert self.candidates is not None and self.candidate_X is not None
+        d = ((self.candidate_X - self.space.encode(config)) ** 2).sum(axis=1)
+        return dict(self.candidates[int(np.argmin(d))])
+
+    def _unseen_candidate(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The candidate nearest to ``config`` that no trial has used yet (the nearest
+        one when all were used): an initial design over a finite set without repeats."""
+        assert self.candidates is not None and self.candidate_X is not None
+        used = {_key(self.space.encode(t.config)) for t in self.trials.values()}
+        d = ((self.candidate_X - self.space.encode(config)) ** 2).sum(axis=1)
+        order = np.argsort(d, kind="stable")
+        k = next((int(i) for i in order if _key(self.candidate_X[i]) not in used), int(order[0]))
+        return dict(self.candidates[k])
+
     def _max_completion(self, config: dict[str, Any]) -> int:
         return int(config.get("max_tokens", self.fixed.get("max_tokens", 16))) * self.samples
 
@@ -295,6 +325,36 @@ class Optimizer:
 
     def _on_tell(self, trial: Trial, result: TrialResult) -> None:
         """Learn from a result (also called on replay)."""
+
+
+def _key(x: np.ndarray) -> tuple[float, ...]:
+    """A hashable identity for an encoded config."""
+    return tuple(np.round(np.asarray(x, float), 9))
+
+
+def _check_candidates(space: SearchSpace,
+                      candidates: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Candidates as given, or a ValueError naming the first one outside the space."""
+    if candidates is None:
+        return None
+    if not candidates:
+        raise ValueError("candidates, when given, must hold at least one config")
+    out = []
+    for i, c in enumerate(candidates):
+        if not isinstance(c, dict):
+            raise ValueError(f"candidate {i}: expected a mapping of settings, got {c!r:.80}")
+        unknown = sorted(set(c) - set(space.params))
+        if unknown:
+            raise ValueError(f"candidate {i}: unknown parameter(s) {', '.join(unknown)}; "
+                             f"the space has {', '.join(space.names)}")
+        valid = space.validate_config(c)
+        bad = [n for n in valid if n in c and valid[n] != c[n]]
+        if bad:
+            n = bad[0]
+            raise ValueError(f"candidate {i}: {n}={c[n]!r} is outside the space "
+                             f"({space.params[n]!r})")
+        out.append(valid)
+    return out
 
 
 def _make_result(t, score, tokens, n_evaluated, prompt_tokens, completion_tokens, status,

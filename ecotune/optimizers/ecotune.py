@@ -25,6 +25,7 @@ from ecotune.surrogate import (
     hyperparameters,
     posterior_mean_std,
 )
+from ecotune.trial import TrialStatus
 
 
 class EcoTuneOptimizer(Optimizer):
@@ -44,6 +45,7 @@ class EcoTuneOptimizer(Optimizer):
 
     name = "ecotune"
     single_fidelity = False
+    candidate_aware = True
 
     def __init__(self, *args: Any, tau: float = 0.002, n_init: int | None = None,
                  n_levels: int = 4, n_candidates: int = 512, init_fidelity: int | None = None,
@@ -66,15 +68,18 @@ class EcoTuneOptimizer(Optimizer):
                              initial_configs=self.initial_configs)
 
     # ------------------------------------------------------------------ proposal
-    def _propose(self) -> Proposal:
+    def _propose(self) -> Proposal | None:
         X, n, y = self.observations()
         if self._next_id < len(self.initial_configs):
             return dict(self.initial_configs[self._next_id]), self.init_fidelity, {"phase": "init"}
         if len(y) + len(self.pending) < self.n_init + len(self.initial_configs) or len(y) < 2:
-            return self._sobol_config(), self.init_fidelity, {"phase": "init"}
+            cfg = self._sobol_config()
+            if self.candidates is not None:
+                cfg = self._unseen_candidate(cfg)
+            return cfg, self.init_fidelity, {"phase": "init"}
         return self._bo_step(X, n, y)
 
-    def _bo_step(self, X: np.ndarray, n: np.ndarray, y: np.ndarray) -> Proposal:
+    def _bo_step(self, X: np.ndarray, n: np.ndarray, y: np.ndarray) -> Proposal | None:
         s = fidelity_to_unit(n, self.r_min, self.r_max)
         # refit hyperparameters while data is scarce, then whenever it grew by 10%
         refit = self._hyper is None or len(y) < 30 or len(y) >= 1.1 * self._fitted_n
@@ -85,7 +90,8 @@ class EcoTuneOptimizer(Optimizer):
         f_star = float(mu_full.max())
         rng = self._rng(self._next_id, 1)
         top = X[np.argsort(-mu_full)[:3]]
-        C = candidate_set(self.space, rng, centres=top, n_global=self.n_candidates)
+        C = (candidate_set(self.space, rng, centres=top, n_global=self.n_candidates)
+             if self.candidate_X is None else self.candidate_X)
         levels = self.levels
         L = len(levels)
         Z = np.column_stack([np.repeat(C, L, axis=0),
@@ -102,6 +108,12 @@ class EcoTuneOptimizer(Optimizer):
         with torch.no_grad(), gpytorch.settings.fast_pred_var():
             log_eipt = acqf.log_ei_per_token(torch.as_tensor(Z).unsqueeze(-2)).numpy()
         penalty = self._pending_penalty(Z, model)
+        # a (config, r) pair whose config already ran (or runs) at >= r would re-measure
+        # the same nested instances: it can teach nothing, so it is never proposed
+        done = self._measured(C, levels)
+        if done.all():
+            return None
+        penalty = np.where(done.reshape(-1), -np.inf, penalty)
         eipt_k = np.exp(log_eipt + penalty).reshape(len(C), L) * 1000.0  # per 1,000 tokens
         # Cost cooling (EI-cool): the cost's weight shrinks as the budget is spent, so the
         # search is not drawn to configs that are cheap because they are useless (answers
@@ -133,6 +145,18 @@ class EcoTuneOptimizer(Optimizer):
                               "eipt_best_per_1k": float(eipt_k.max()), "eta": self.budget.eta,
                               "fidelity": int(levels[li])}
         return self.space.decode(C[c]), int(levels[li]), dict(self.last_decision)
+
+    def _measured(self, C: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """(len(C), len(levels)) mask: that config already ran or runs at >= that level."""
+        top: dict[tuple[float, ...], int] = {}
+        for tid, t in self.trials.items():
+            res = self.results.get(tid)
+            if res is not None and (res.status == TrialStatus.FAILED or res.n_evaluated == 0):
+                continue  # a failed trial measured nothing
+            k = tuple(np.round(self.space.encode(t.config), 9))
+            top[k] = max(top.get(k, 0), t.fidelity if res is None else res.n_evaluated)
+        seen = np.array([top.get(tuple(np.round(c, 9)), 0) for c in C])
+        return seen[:, None] >= np.asarray(levels)[None, :]
 
     def _pending_penalty(self, Z: np.ndarray, model) -> np.ndarray:
         """Local penalisation of running trials' points so parallel asks spread out."""

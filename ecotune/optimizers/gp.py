@@ -22,6 +22,7 @@ class BoTorchOptimizer(Optimizer):
     """
 
     name = "botorch"
+    candidate_aware = True
 
     def __init__(self, *args: Any, n_init: int | None = None, n_candidates: int = 512,
                  **kwargs: Any):
@@ -31,18 +32,26 @@ class BoTorchOptimizer(Optimizer):
         self._hyper: dict | None = None
         self._options.update(n_init=self.n_init)
 
-    def _propose(self) -> Proposal:
+    def _propose(self) -> Proposal | None:
         X, n, y = self.observations()
         if len(y) + len(self.pending) < self.n_init or len(y) < 2:
-            return self._sobol_config(), self.r_max, {"phase": "init"}
+            cfg = self._sobol_config()
+            return (cfg if self.candidates is None else self._unseen_candidate(cfg),
+                    self.r_max, {"phase": "init"})
         model = fit_single_fidelity_gp(X, y, n, self._hyper)
         self._hyper = hyperparameters(model)
         mu, _ = posterior_mean_std(model, X)
-        C = candidate_set(self.space, self._rng(self._next_id, 1), centres=X[np.argsort(-mu)[:3]],
-                          n_global=self.n_candidates)
-        avoid = (torch.as_tensor(np.array([self.space.encode(t.config)
-                                           for t in self.pending.values()]))
-                 if self.pending else None)
+        if self.candidates is None:
+            C = candidate_set(self.space, self._rng(self._next_id, 1),
+                              centres=X[np.argsort(-mu)[:3]], n_global=self.n_candidates)
+            taken = [self.space.encode(t.config) for t in self.pending.values()]
+        else:  # a finite set: every trial runs at r_max, so a candidate that ran is done
+            C = self.candidate_X
+            taken = [self.space.encode(t.config) for t in self.trials.values()]
+            seen = {tuple(np.round(x, 9)) for x in taken}
+            if all(tuple(np.round(c, 9)) in seen for c in C):
+                return None
+        avoid = torch.as_tensor(np.array(taken)) if taken else None
         acqf = LogExpectedImprovement(model, best_f=float(mu.max()))
         best, _ = optimize_acqf_discrete(acqf, q=1, choices=torch.as_tensor(C), X_avoid=avoid)
         return self.space.decode(best[0].numpy()), self.r_max, {"phase": "bo"}

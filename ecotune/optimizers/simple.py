@@ -12,11 +12,18 @@ from ecotune.space import helm_default
 
 
 class RandomSearch(Optimizer):
-    """Uniform random configurations in the (encoded) space."""
+    """Uniform random configurations in the (encoded) space; over a finite ``candidates``
+    set, a random order without repeats (done when every candidate ran)."""
 
     name = "random"
+    candidate_aware = True
 
-    def _propose(self) -> Proposal:
+    def _propose(self) -> Proposal | None:
+        if self.candidates is not None:
+            order = self._rng(0, 7).permutation(len(self.candidates))
+            if self._next_id >= len(order):
+                return None
+            return dict(self.candidates[int(order[self._next_id])]), self.r_max, {}
         u = self._rng(self._next_id).random(self.space.dim)
         return self.space.decode(u), self.r_max, {}
 

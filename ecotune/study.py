@@ -157,6 +157,9 @@ class StudyConfig(BaseModel):
     #: EcoTune runs the HELM default configuration (clipped into the space, the task's
     #: max_tokens) as its first trial, so a study never misses the default it should beat.
     start_from_default: bool = True
+    #: a finite set of configs to choose from (vetted presets) instead of the whole space;
+    #: each gives some of the searched settings, the rest take their neutral values.
+    candidates: list[dict[str, Any]] | None = None
     workdir: str = "runs"
     journal: str | None = None
     subsets: str | None = None
@@ -609,6 +612,8 @@ def run_tune(config: StudyConfig, resume: bool = False, *, stream: TextIO | None
                                        prompt_tokens_hint=hint)
         if cfg.tau is not None:
             options["tau"] = cfg.tau
+        if cfg.candidates is not None:
+            options["candidates"] = cfg.candidates
         if cfg.optimizer == "ecotune" and cfg.start_from_default:
             from ecotune.space import helm_default
 

@@ -175,3 +175,18 @@ def test_live_progress_display(tmp_path: Path) -> None:
     run_tune(cfg, stream=out, live=True)
     text = out.getvalue()
     assert "tokens" in text and "best score" in text and "stop reason" in text
+
+
+def test_study_over_presets(tmp_path: Path) -> None:
+    presets = [{"temperature": 0.0, "max_tokens": 4}, {"temperature": 0.7, "max_tokens": 2},
+               {"temperature": 0.3, "max_tokens": 6}]
+    cfg = validate_study_config(base(tmp_path, optimizer="ecotune", candidates=presets,
+                                     max_trials=8))
+    run_tune(cfg, stream=io.StringIO())
+    asked = [r["trial"]["config"] for r in open_journal(cfg.journal_uri).records()
+             if r["type"] == "ask"]
+    assert asked and all({k: c[k] for k in ("temperature", "max_tokens")} in presets
+                         for c in asked)
+    bad = validate_study_config(base(tmp_path / "b", candidates=[{"temperature": 3.0}]))
+    with pytest.raises(StudyConfigError, match="candidate 0: temperature=3.0 is outside"):
+        run_tune(bad, stream=io.StringIO())

@@ -36,7 +36,8 @@ class EcoTuneOptimizer(Optimizer):
         n_init: initial Sobol configurations (default: max(4, d // 2 + 2)).
         initial_configs: configs to run first, before the Sobol design (e.g. the serving
             default or the HELM default: a study then never ends worse than the default
-            measured at r_max would be, if it is best).
+            measured at r_max would be, if it is best). With ``candidates``, each is
+            replaced by its nearest candidate.
         init_fidelity: fidelity of the initial design (default: the second fidelity level;
             r_min alone is often too noisy to rank anything).
         n_levels: fidelity levels considered between r_min and r_max.
@@ -71,7 +72,10 @@ class EcoTuneOptimizer(Optimizer):
     def _propose(self) -> Proposal | None:
         X, n, y = self.observations()
         if self._next_id < len(self.initial_configs):
-            return dict(self.initial_configs[self._next_id]), self.init_fidelity, {"phase": "init"}
+            cfg = dict(self.initial_configs[self._next_id])
+            if self.candidates is not None:  # e.g. a default that is not among the presets
+                cfg = self._unseen_candidate(cfg)
+            return cfg, self.init_fidelity, {"phase": "init"}
         if len(y) + len(self.pending) < self.n_init + len(self.initial_configs) or len(y) < 2:
             cfg = self._sobol_config()
             if self.candidates is not None:

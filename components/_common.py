@@ -19,7 +19,8 @@ from ecotune.optimizers.base import Optimizer
 
 #: ``study`` keys that are optimizer options (config name -> make_optimizer keyword).
 _OPTIONS = {"tau": "tau", "eta0": "eta0", "lambda": "lam", "max_trials": "max_trials",
-            "fixed": "fixed", "patience": "patience", "prompt_tokens_hint": "prompt_tokens_hint"}
+            "fixed": "fixed", "patience": "patience", "prompt_tokens_hint": "prompt_tokens_hint",
+            "candidates": "candidates"}
 
 
 def study_section(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -130,6 +130,21 @@ def test_study_config_merges_defaults_and_overrides() -> None:
         "registry.example.internal/ml-platform/ecotune-control-plane:0.1.0")
 
 
+def test_presets_reach_the_optimizer(tmp_path: Path) -> None:
+    """`candidates` in values -> the study ConfigMap -> the components' optimizer."""
+    from components._common import make_study_optimizer
+
+    path = EXAMPLES / "llama-3-8b.yaml"
+    values = yaml.safe_load(path.read_text())
+    (cm,) = of_kind(render(path), "ConfigMap")
+    entry = next(s for s in values["studies"] if s.get("candidates"))
+    study = yaml.safe_load(cm["data"][f"{entry['name']}.yaml"])
+    assert study["study"]["candidates"] == entry["candidates"]
+    opt = make_study_optimizer(study, str(tmp_path / "journal.jsonl"))
+    t = opt.ask()
+    assert {k: t.config[k] for k in entry["candidates"][0]} in entry["candidates"]
+
+
 def test_empty_search_space_means_builtin_default(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump({"studies": [GOOD_STUDY]}))

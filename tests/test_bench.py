@@ -129,3 +129,23 @@ def test_restrict_needs_a_table(tmp_path, capsys) -> None:
     rc = main(["run", "--table", "synthetic", "--seeds", "1", "--optimizers", "random",
                "--out", str(tmp_path), "--restrict", "--no-timing"])
     assert rc == 2 and "--restrict needs a recorded table" in capsys.readouterr().err
+
+
+def test_bohb_with_a_longer_budget_extends_the_same_run(tmp_path) -> None:
+    """The report measures BOHB's tokens-to-target beyond the budget with a longer run;
+    that is only fair if BOHB's trials do not depend on the budget."""
+    from ecotune.bench.cli import main
+    from ecotune.bench.report import load_bench, replay_one
+
+    bench = load_bench("synthetic")
+    short = replay_one(bench, "bohb", seed=3, budget=30000)["trajectory"]
+    long = replay_one(bench, "bohb", seed=3, budget=120000)["trajectory"]
+    k = len(short) - 2  # the last trials differ: their token limits meet the budget
+    assert k > 5 and short[:k] == long[:k] and len(long) > len(short)
+    out = tmp_path / "rep"
+    assert main(["run", "--table", "synthetic", "--budget", "6000", "--seeds", "1",
+                 "--optimizers", "ecotune,bohb", "--out", str(out), "--no-timing",
+                 "--reach-factor", "4"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["bohb_long"]["budget"] == 24000 and res["bohb_long"]["runs"] == 1
+    assert "4× the budget" in (out / "report.md").read_text()

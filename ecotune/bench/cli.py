@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--restrict", action="store_true",
                    help="optimizers choose among the table's configs (candidates) instead of "
                         "having free proposals mapped to the nearest one")
+    r.add_argument("--reach-factor", type=int, default=10,
+                   help="also run BOHB with this many times the budget, to measure the tokens "
+                        "it needs to reach the target where the budget cuts it off (1: off)")
     r.add_argument("--timing", action=argparse.BooleanOptionalAction, default=True,
                    help="measure ecotune's ask+tell time at 50 and 200 observations")
     return p
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             md = run_benchmark(args.table, out=args.out, budget=args.budget, seeds=args.seeds,
                                optimizers=names, r_min=args.r_min, r_max=args.r_max,
-                               name=args.name, timing=args.timing, restrict=args.restrict)
+                               name=args.name, timing=args.timing, restrict=args.restrict,
+                               reach_factor=args.reach_factor)
         except (ValueError, OSError) as e:
             print(f"ecotune bench run: {e}", file=sys.stderr)
             return 2

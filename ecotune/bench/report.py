@@ -248,7 +248,8 @@ def _plots(out: Path, bench: Bench, runs: dict[str, list[dict[str, Any]]], budge
 def run_benchmark(table: str, out: str | Path, budget: int = 50_000, seeds: int = 10,
                   optimizers: list[str] | tuple[str, ...] = BASELINE_ORDER,
                   r_min: int | None = None, r_max: int | None = None, name: str | None = None,
-                  timing: bool = True, progress: bool = True, restrict: bool = False) -> Path:
+                  timing: bool = True, progress: bool = True, restrict: bool = False,
+                  reach_factor: int = 10) -> Path:
     """Replay the optimizers, write ``report.md``, ``results.json`` and PNGs to ``out``."""
     bench = load_bench(table, r_min, r_max)
     if restrict and bench.table is None:
@@ -293,6 +294,18 @@ def run_benchmark(table: str, out: str | Path, budget: int = 50_000, seeds: int 
     if "ecotune" in runs and "bohb" in runs:
         cm = {m: float(np.mean(np.minimum(ttt[m], budget))) for m in ("ecotune", "bohb")}
         censored = cm["ecotune"] / cm["bohb"] if cm["bohb"] > 0 else None
+    # BOHB's proposals do not depend on the budget, so a longer study extends the same
+    # trajectory: it measures the tokens BOHB needs where the budget cut it off
+    long_bohb = long_ratio = None
+    if "ecotune" in runs and "bohb" in runs and reach_factor > 1:
+        long_budget = budget * reach_factor
+        long_runs = [replay_one(bench, "bohb", s, long_budget, restrict=restrict)
+                     for s in range(seeds)]
+        lt = np.array([tokens_to_target(r["trajectory"], target) for r in long_runs])
+        long_bohb = {"budget": long_budget, "median": float(np.median(lt)),
+                     "reached": int(np.isfinite(lt).sum()), "runs": len(lt)}
+        if math.isfinite(med("ecotune")) and math.isfinite(long_bohb["median"]):
+            long_ratio = med("ecotune") / long_bohb["median"]
     figs = _plots(out, bench, runs, budget, target)
 
     title = name or bench.name
@@ -339,6 +352,14 @@ def run_benchmark(table: str, out: str | Path, budget: int = 50_000, seeds: int 
               f"{'n/a (a median never reaches the target)' if ratio is None else f'{ratio:.2f}'}**"
               f" (target: <= 0.20). With \"never\" counted as the whole budget, mean over seeds: "
               f"{'n/a' if censored is None else f'{censored:.2f}'}."]
+        if long_bohb is not None:
+            lm = long_bohb["median"]
+            L += ["", f"BOHB given {reach_factor}× the budget ({long_bohb['budget']:,} tokens; "
+                  f"its proposals do not depend on the budget, so this extends the same runs): "
+                  f"median tokens to target {'never' if not math.isfinite(lm) else f'{lm:,.0f}'} "
+                  f"({long_bohb['reached']}/{long_bohb['runs']} runs reach it). **EcoTune at "
+                  f"{budget:,} / BOHB at {long_bohb['budget']:,}, medians: "
+                  f"{'n/a' if long_ratio is None else f'{long_ratio:.2f}'}**."]
     L += ["", "## Budget", "",
           f"Max over all runs of tokens spent / budget: **{max_ratio:.5f}** (must be <= 1). "
           f"Trials that spent more than their token_limit: {over}.", ""]
@@ -367,7 +388,8 @@ def run_benchmark(table: str, out: str | Path, budget: int = 50_000, seeds: int 
                "final_std": {m: float(np.nanstd(v)) for m, v in finals.items()},
                "tokens_to_target_median": {m: med(m) if math.isfinite(med(m)) else None
                                            for m in runs},
-               "ratio_ecotune_bohb": ratio, "ratio_ecotune_bohb_censored": censored, "max_spend_ratio": max_ratio,
+               "ratio_ecotune_bohb": ratio, "ratio_ecotune_bohb_censored": censored,
+               "bohb_long": long_bohb, "ratio_ecotune_bohb_long": long_ratio, "max_spend_ratio": max_ratio,
                "over_limit_trials": over, "ask_tell_s": timings,
                "runs": [{k: v for k, v in r.items() if k != "trajectory"}
                         for rs in runs.values() for r in rs]}

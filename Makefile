@@ -74,4 +74,5 @@ bench-tables: install
 
 bench-report: install
 	for t in arithmetic gsm8k_calc; do $(VENV)/bin/ecotune bench run --table benchmarks/$$t.jsonl.gz --budget 50000 --seeds 10 --optimizers ecotune,random,qmc,botorch,cmaes,bohb,helm,ecotune+default --out benchmarks/report_$$t/ --no-timing || exit 1; done
+	for t in arithmetic gsm8k_calc; do $(VENV)/bin/ecotune bench run --table benchmarks/$$t.jsonl.gz --budget 50000 --seeds 10 --optimizers ecotune,random,qmc,botorch,cmaes,bohb,helm,ecotune+default --out benchmarks/report_$${t}_restricted/ --no-timing --restrict || exit 1; done
 	$(VENV)/bin/ecotune bench run --table synthetic --budget 50000 --seeds 10 --optimizers ecotune,random,qmc,botorch,cmaes,bohb,helm,ecotune+default --out benchmarks/report_synthetic/

@@ -169,6 +169,15 @@ def time_ask_tell(points: tuple[int, ...] = (50, 200), window: int = 5, seed: in
     return {p: float(np.mean(v)) if v else float("nan") for p, v in times.items()}
 
 
+def _long_ratio_text(ratio: float | None, long_bohb: dict[str, Any]) -> str:
+    if ratio is not None:
+        return f"{ratio:.2f}"
+    if "ratio_below" in long_bohb:
+        return (f"below {long_bohb['ratio_below']:.3f} (BOHB's median run does not reach the "
+                "target within the longer budget either)")
+    return "n/a (EcoTune's median run does not reach the target)"
+
+
 def _fmt(m: float, s: float | None = None, d: int = 3) -> str:
     if m is None or (isinstance(m, float) and math.isnan(m)):
         return "n/a"
@@ -306,6 +315,8 @@ def run_benchmark(table: str, out: str | Path, budget: int = 50_000, seeds: int 
                      "reached": int(np.isfinite(lt).sum()), "runs": len(lt)}
         if math.isfinite(med("ecotune")) and math.isfinite(long_bohb["median"]):
             long_ratio = med("ecotune") / long_bohb["median"]
+        elif math.isfinite(med("ecotune")):  # BOHB needs more than the long budget
+            long_bohb["ratio_below"] = med("ecotune") / long_budget
     figs = _plots(out, bench, runs, budget, target)
 
     title = name or bench.name
@@ -359,7 +370,7 @@ def run_benchmark(table: str, out: str | Path, budget: int = 50_000, seeds: int 
                   f"median tokens to target {'never' if not math.isfinite(lm) else f'{lm:,.0f}'} "
                   f"({long_bohb['reached']}/{long_bohb['runs']} runs reach it). **EcoTune at "
                   f"{budget:,} / BOHB at {long_bohb['budget']:,}, medians: "
-                  f"{'n/a' if long_ratio is None else f'{long_ratio:.2f}'}**."]
+                  f"{_long_ratio_text(long_ratio, long_bohb)}**."]
     L += ["", "## Budget", "",
           f"Max over all runs of tokens spent / budget: **{max_ratio:.5f}** (must be <= 1). "
           f"Trials that spent more than their token_limit: {over}.", ""]

@@ -287,10 +287,10 @@ class Optimizer:
         """The candidate nearest to ``config`` that no trial has used yet (the nearest
         one when all were used): an initial design over a finite set without repeats."""
         assert self.candidates is not None and self.candidate_X is not None
-        used = {_key(self.space.encode(t.config)) for t in self.trials.values()}
+        used = {encoded_key(self.space.encode(t.config)) for t in self.trials.values()}
         d = ((self.candidate_X - self.space.encode(config)) ** 2).sum(axis=1)
         order = np.argsort(d, kind="stable")
-        k = next((int(i) for i in order if _key(self.candidate_X[i]) not in used), int(order[0]))
+        k = next((int(i) for i in order if encoded_key(self.candidate_X[i]) not in used), int(order[0]))
         return dict(self.candidates[k])
 
     def _max_completion(self, config: dict[str, Any]) -> int:
@@ -327,7 +327,7 @@ class Optimizer:
         """Learn from a result (also called on replay)."""
 
 
-def _key(x: np.ndarray) -> tuple[float, ...]:
+def encoded_key(x: np.ndarray) -> tuple[float, ...]:
     """A hashable identity for an encoded config."""
     return tuple(np.round(np.asarray(x, float), 9))
 

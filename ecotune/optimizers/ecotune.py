@@ -18,7 +18,7 @@ import torch
 
 from ecotune.acquisition import TokenAwareExpectedImprovement, choose_fidelity, fidelity_levels
 from ecotune.candidates import candidate_set
-from ecotune.optimizers.base import Optimizer, Proposal
+from ecotune.optimizers.base import Optimizer, Proposal, encoded_key
 from ecotune.surrogate import (
     fidelity_to_unit,
     fit_multi_fidelity_gp,
@@ -131,8 +131,8 @@ class EcoTuneOptimizer(Optimizer):
         phase = "promote" if promoted else "explore"
         # the final candidate: the observed config (seen at a lower fidelity, or at r_max)
         # with the best predicted full-fidelity score, not an extrapolation
-        full_seen = {tuple(np.round(x, 9)) for x, k in zip(X, n, strict=True) if k >= self.r_max}
-        fresh = [i for i, x in enumerate(X) if tuple(np.round(x, 9)) not in full_seen]
+        full_seen = {encoded_key(x) for x, k in zip(X, n, strict=True) if k >= self.r_max}
+        fresh = [i for i, x in enumerate(X) if encoded_key(x) not in full_seen]
         pool = X[fresh] if fresh else C
         mu_p, _ = posterior_mean_std(model, np.column_stack([pool, np.ones(len(pool))]))
         final_x = pool[int(np.argmax(mu_p))]
@@ -157,9 +157,9 @@ class EcoTuneOptimizer(Optimizer):
             res = self.results.get(tid)
             if res is not None and (res.status == TrialStatus.FAILED or res.n_evaluated == 0):
                 continue  # a failed trial measured nothing
-            k = tuple(np.round(self.space.encode(t.config), 9))
+            k = encoded_key(self.space.encode(t.config))
             top[k] = max(top.get(k, 0), t.fidelity if res is None else res.n_evaluated)
-        seen = np.array([top.get(tuple(np.round(c, 9)), 0) for c in C])
+        seen = np.array([top.get(encoded_key(c), 0) for c in C])
         return seen[:, None] >= np.asarray(levels)[None, :]
 
     def _pending_penalty(self, Z: np.ndarray, model) -> np.ndarray:

@@ -10,7 +10,7 @@ from botorch.acquisition.analytic import LogExpectedImprovement
 from botorch.optim import optimize_acqf_discrete
 
 from ecotune.candidates import candidate_set
-from ecotune.optimizers.base import Optimizer, Proposal
+from ecotune.optimizers.base import Optimizer, Proposal, encoded_key
 from ecotune.surrogate import fit_single_fidelity_gp, hyperparameters, posterior_mean_std
 
 
@@ -48,8 +48,8 @@ class BoTorchOptimizer(Optimizer):
         else:  # a finite set: every trial runs at r_max, so a candidate that ran is done
             C = self.candidate_X
             taken = [self.space.encode(t.config) for t in self.trials.values()]
-            seen = {tuple(np.round(x, 9)) for x in taken}
-            if all(tuple(np.round(c, 9)) in seen for c in C):
+            seen = {encoded_key(x) for x in taken}
+            if all(encoded_key(c) in seen for c in C):
                 return None
         avoid = torch.as_tensor(np.array(taken)) if taken else None
         acqf = LogExpectedImprovement(model, best_f=float(mu.max()))

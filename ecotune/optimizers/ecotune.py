@@ -92,10 +92,11 @@ class EcoTuneOptimizer(Optimizer):
             self._hyper, self._fitted_n = hyperparameters(model), len(y)
         mu_full, _ = posterior_mean_std(model, np.column_stack([X, np.ones(len(X))]))
         f_star = float(mu_full.max())
-        rng = self._rng(self._next_id, 1)
-        top = X[np.argsort(-mu_full)[:3]]
-        C = (candidate_set(self.space, rng, centres=top, n_global=self.n_candidates)
-             if self.candidate_X is None else self.candidate_X)
+        if self.candidate_X is None:  # Sobol + local refinement around the 3 best predictions
+            C = candidate_set(self.space, self._rng(self._next_id, 1),
+                              centres=X[np.argsort(-mu_full)[:3]], n_global=self.n_candidates)
+        else:
+            C = self.candidate_X
         levels = self.levels
         L = len(levels)
         Z = np.column_stack([np.repeat(C, L, axis=0),
@@ -152,14 +153,14 @@ class EcoTuneOptimizer(Optimizer):
 
     def _measured(self, C: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """(len(C), len(levels)) mask: that config already ran or runs at >= that level."""
-        top: dict[tuple[float, ...], int] = {}
+        most: dict[tuple[float, ...], int] = {}
         for tid, t in self.trials.items():
             res = self.results.get(tid)
             if res is not None and (res.status == TrialStatus.FAILED or res.n_evaluated == 0):
                 continue  # a failed trial measured nothing
             k = encoded_key(self.space.encode(t.config))
-            top[k] = max(top.get(k, 0), t.fidelity if res is None else res.n_evaluated)
-        seen = np.array([top.get(encoded_key(c), 0) for c in C])
+            most[k] = max(most.get(k, 0), t.fidelity if res is None else res.n_evaluated)
+        seen = np.array([most.get(encoded_key(c), 0) for c in C])
         return seen[:, None] >= np.asarray(levels)[None, :]
 
     def _pending_penalty(self, Z: np.ndarray, model) -> np.ndarray:

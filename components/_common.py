@@ -20,7 +20,8 @@ from ecotune.optimizers.base import Optimizer
 #: ``study`` keys that are optimizer options (config name -> make_optimizer keyword).
 _OPTIONS = {"tau": "tau", "eta0": "eta0", "lambda": "lam", "max_trials": "max_trials",
             "fixed": "fixed", "patience": "patience", "prompt_tokens_hint": "prompt_tokens_hint",
-            "candidates": "candidates"}
+            "candidates": "candidates", "acquisition": "acquisition",
+            "early_stopping": "early_stopping"}
 
 
 def study_section(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +57,8 @@ def make_study_optimizer(cfg: dict[str, Any], journal_uri: str) -> Optimizer:
         task = make_task(task_spec(cfg))
         options["fixed"] = {**options.get("fixed", {}), "max_tokens": task.default_max_tokens}
     if s.get("optimizer", "ecotune") != "ecotune":
-        options.pop("tau", None)
+        for k in ("tau", "acquisition", "early_stopping"):
+            options.pop(k, None)
     spec = {k: s.get(k) for k in ("name", "model", "task", "optimizer", "budget_tokens",
                                   "r_min", "r_max", "seed")}
     return make_optimizer(
@@ -76,7 +78,8 @@ def engine_spec(cfg: dict[str, Any], engine_url: str) -> dict[str, Any]:
     eng = cfg.get("engine") or {}
     model = eng.get("served_model_name") or study_section(cfg).get("model")
     spec: dict[str, Any] = {"base_url": engine_url, "model": model}
-    for k in ("max_concurrency", "timeout_s", "send_seed", "use_chat", "tokenizer"):
+    for k in ("max_concurrency", "timeout_s", "max_retries", "send_seed", "use_chat",
+              "tokenizer"):
         if eng.get(k) is not None:
             spec[k] = eng[k]
     return spec

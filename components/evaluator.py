@@ -13,7 +13,8 @@ def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
 
     Idempotent: a trial already told returns at once; instance records written by a
     crashed attempt are deduplicated by key. Every token spent is told, also when the
-    evaluation fails part way. An empty ``engine_url`` starts vLLM inside this pod (GPU
+    evaluation fails part way. Deterministic answers are shared through the response cache
+    beside the subsets (``<subsets store>/cache``), across trials, runs and studies. An empty ``engine_url`` starts vLLM inside this pod (GPU
     evaluator image); ``fake://`` uses a FakeEngine (tests).
 
     Returns:
@@ -29,6 +30,7 @@ def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
         subsets_store,
         task_spec,
     )
+    from ecotune.cache import ResponseCache
     from ecotune.engines import make_engine
     from ecotune.runner import EngineEvaluator
     from ecotune.sampler import load_subset
@@ -47,8 +49,11 @@ def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
     server = serve_vllm(study) if not engine_url else contextlib.nullcontext(engine_url)
     try:
         with server as url:
-            engine = make_engine(engine_spec(study, url))
-            result = EngineEvaluator(task, engine, ids, opt.journal).evaluate(asked)
+            spec = engine_spec(study, url)
+            engine = make_engine(spec)
+            cache = ResponseCache.open(f"{subsets_store(manifest_uri)}/cache", spec["model"],
+                                       seeded=bool(spec.get("send_seed", True)))
+            result = EngineEvaluator(task, engine, ids, opt.journal, cache=cache).evaluate(asked)
     except Exception as exc:  # noqa: BLE001 - a failed trial is told, never lost
         result = getattr(exc, "partial_result", None) or TrialResult(
             score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0)

@@ -1,9 +1,25 @@
-"""Token-aware expected improvement and the fidelity rule (the paper's equations 3 and 4).
+"""Token-aware expected improvement and the fidelity rules.
+
+Two acquisitions, both EI per expected token in log space (``log EI − log E[T]``):
+
+* **lookahead** (the default, :func:`log_lookahead_ei`). A score measured on the first r
+  instances of a nested random order is an *unbiased*, noisier estimate of the full score
+  (binomial variance ≈ p(1 − p)/r), not a biased lower fidelity. So the model is one GP over
+  configs with that heteroscedastic noise, and the value of running Δ more instances of a
+  config is the expected improvement of its posterior mean once they are seen: EI with the
+  standard deviation of that update, ``σ̃ = σ² / sqrt(σ² + p(1 − p)/Δ)`` (a one-step
+  lookahead; Frazier's knowledge gradient for an independent arm). Its cost is the tokens
+  of those Δ instances only: nested subsets keep what was measured. The fidelity rule is
+  scale-free (:func:`choose_fidelity_ratio`): the chosen config goes to r_max when EI per
+  token there is at least τ times the best EI per token at a lower fidelity *for the same
+  config*.
+* **paper** (:class:`TokenAwareExpectedImprovement`, :func:`choose_fidelity`): the EcoTune
+  paper's eq. 3 over a multi-fidelity GP, and eq. 4, r_max when the best EI per token there
+  passes the absolute threshold τ, kept as an option.
 
 Composed the BoTorch way: the improvement comes from BoTorch's analytic (log) expected
-improvement on any fitted model; the cost from a separate cost model; the acquisition is
-their ratio, in log space ``log EI − log E[T]`` for numerical safety. Optimising it over
-candidates is a separate step (:func:`choose_fidelity`, and the optimizer's candidate sets).
+improvement; the cost from a separate cost model. Optimising over candidates is a separate
+step (the choose functions, and the optimizer's candidate sets).
 """
 
 from __future__ import annotations
@@ -12,7 +28,11 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from botorch.acquisition.analytic import AnalyticAcquisitionFunction, LogExpectedImprovement
+from botorch.acquisition.analytic import (
+    AnalyticAcquisitionFunction,
+    LogExpectedImprovement,
+    _log_ei_helper,
+)
 from scipy.stats import norm
 from torch import Tensor
 
@@ -90,3 +110,48 @@ def fidelity_levels(r_min: int, r_max: int, n_levels: int = 5) -> np.ndarray:
     levels = np.unique(np.round(np.geomspace(r_min, r_max, n_levels)).astype(int))
     levels[0], levels[-1] = r_min, r_max
     return np.unique(levels)
+
+
+def lookahead_std(std: np.ndarray, noise_var: np.ndarray) -> np.ndarray:
+    """Standard deviation of the posterior mean's change after one observation with
+    ``noise_var``: ``σ² / sqrt(σ² + noise_var)`` (elementwise)."""
+    var = np.maximum(np.asarray(std, float) ** 2, 1e-18)
+    return var / np.sqrt(var + np.maximum(noise_var, 0.0))
+
+
+def log_lookahead_ei(mean: np.ndarray, std: np.ndarray, noise_var: np.ndarray,
+                     best_f: float, xi: float = 0.0) -> np.ndarray:
+    """log E[(μ' − f* − ξ)+] for the posterior mean μ' after an observation with
+    ``noise_var`` (BoTorch's numerically safe log-EI helper on the lookahead std)."""
+    s = np.maximum(lookahead_std(std, noise_var), 1e-12)
+    u = (np.asarray(mean, float) - best_f - xi) / s
+    with torch.no_grad():
+        h = _log_ei_helper(torch.as_tensor(u, dtype=torch.float64)).numpy()
+    return np.log(s) + h
+
+
+def choose_fidelity_ratio(log_eipt: np.ndarray, tau: float) -> int:
+    """The scale-free fidelity rule for one chosen config.
+
+    Args:
+        log_eipt: log EI per token of that config at each fidelity level (increasing; the
+            last is r_max), ``-inf`` where a level is not available.
+        tau: r_max is chosen when its EI per token is at least ``tau`` × the best EI per
+            token at a lower level (``tau`` < 1 favours finishing a config, > 1 screening;
+            0 always finishes).
+
+    Returns:
+        The index of the level to run. (Eq. 4 of the paper compares the best candidate's
+        EI per token at r_max with an absolute τ; this compares the same config's options,
+        so it does not depend on the score's or the tokens' scale.)
+    """
+    v = np.asarray(log_eipt, float)
+    if v.ndim != 1 or v.size == 0 or not np.isfinite(v).any():
+        raise ValueError("log_eipt needs at least one finite level")
+    if tau < 0:
+        raise ValueError("tau must be >= 0")
+    full, lower = v[-1], v[:-1]
+    if np.isfinite(full) and (tau == 0 or not np.isfinite(lower).any()
+                              or full >= np.log(tau) + lower.max()):
+        return len(v) - 1
+    return int(np.nanargmax(np.where(np.isfinite(lower), lower, -np.inf)))

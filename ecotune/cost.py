@@ -26,7 +26,12 @@ class CostObservation:
 
 
 class TokenCostModel:
-    """Ridge regressions of per-instance prompt and completion tokens on the config.
+    """Ridge regressions of a trial's prompt and completion tokens on the config.
+
+    Prompt tokens of a trial are fitted as ``α_p(θ)·r + β`` on trial totals, jointly, so a
+    fixed per-trial overhead lands in β instead of being smeared over α; completions as a
+    fraction of their ceiling per instance, ``α_c(θ) = frac(θ)·max_tokens``. Then
+    ``α = α_p + α_c``.
 
     Args:
         prompt_tokens_hint: prior mean prompt tokens per instance (the trial runner can
@@ -68,12 +73,17 @@ class TokenCostModel:
         cap = np.array([o.max_tokens for o in self.obs], float)
         A = self._design(X)
         w = n / n.mean()  # trials on more instances give better per-instance averages
-        self._coef_p = _ridge(A, p, w, self.ridge, prior=self.prompt_hint)
         self._coef_c = _ridge(A, c / cap, w, self.ridge, prior=0.5)
-        # β: mean residual over trials beyond α·r, never negative
-        alpha = self._alpha_raw(X, cap)
-        total = np.array([o.prompt_tokens + o.completion_tokens for o in self.obs], float)
-        self._beta = max(float(np.mean(total - alpha * n)), 0.0) if len(self.obs) >= 3 else 0.0
+        # prompt totals = (A·coef)·r + β: slopes shrink to 0, the intercept to the hint, β to
+        # 0 (it is only identified once trials ran at different r); the variance of a total
+        # grows with r, hence weights 1/r
+        D = np.hstack([A * n[:, None], np.ones((len(n), 1))])
+        prior = np.zeros(D.shape[1])
+        prior[0] = self.prompt_hint
+        pen = np.full(D.shape[1], self.ridge)
+        pen[0], pen[-1] = self.ridge * 1e-3, self.ridge * 1e-2
+        coef = _ridge_prior(D, p * n, 1.0 / n, pen, prior)
+        self._coef_p, self._beta = coef[:-1], max(float(coef[-1]), 0.0)
 
     def _alpha_raw(self, X: np.ndarray, cap: np.ndarray) -> np.ndarray:
         A = self._design(X)
@@ -89,8 +99,23 @@ class TokenCostModel:
     def beta(self) -> float:
         return self._beta
 
-    def predict(self, X: np.ndarray, max_tokens: np.ndarray, r: np.ndarray | float) -> np.ndarray:
-        """Expected tokens E[T(θ, r)] = α(θ)·r + β, strictly positive."""
+    def completion_alpha(self, X: np.ndarray, max_tokens: np.ndarray) -> np.ndarray:
+        """Expected completion tokens per instance, shape (n,)."""
+        X = np.atleast_2d(X)
+        A = self._design(X)
+        frac = A @ self._coef_c if self._coef_c is not None else np.full(len(X), 0.5)
+        return np.clip(frac, 0.0, 1.0) * np.asarray(max_tokens, float).reshape(-1)
+
+    def predict(self, X: np.ndarray, max_tokens: np.ndarray, r: np.ndarray | float,
+                prompt_tokens: np.ndarray | None = None) -> np.ndarray:
+        """Expected tokens E[T(θ, r)] = α(θ)·r + β, strictly positive.
+
+        With ``prompt_tokens`` (the exact prompt tokens of those r instances, counted before
+        the trial), only completions are predicted: ``prompt + α_c(θ)·r``.
+        """
+        if prompt_tokens is not None:
+            comp = self.completion_alpha(X, max_tokens) * np.asarray(r, float)
+            return np.maximum(np.asarray(prompt_tokens, float) + comp, 1.0)
         return np.maximum(self.alpha(X, max_tokens) * np.asarray(r, float) + self._beta, 1.0)
 
     def worst_case_per_instance(self, max_tokens: int) -> float:
@@ -101,6 +126,16 @@ class TokenCostModel:
     @property
     def n_observations(self) -> int:
         return len(self.obs)
+
+
+def _ridge_prior(D: np.ndarray, y: np.ndarray, w: np.ndarray, pen: np.ndarray,
+                 prior: np.ndarray) -> np.ndarray:
+    """Weighted ridge regression shrinking each coefficient to its ``prior`` with penalty
+    ``pen`` (one per column)."""
+    W = np.sqrt(w)[:, None]
+    Dw = D * W
+    target = (y - D @ prior) * W[:, 0]
+    return prior + np.linalg.solve(Dw.T @ Dw + np.diag(pen), Dw.T @ target)
 
 
 def _ridge(A: np.ndarray, y: np.ndarray, w: np.ndarray, lam: float, prior: float) -> np.ndarray:

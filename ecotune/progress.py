@@ -66,6 +66,7 @@ class StudyProgress:
         self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
         self.live_mode = self.console.is_terminal if live is None else live
         self.tokens = 0
+        self.reused = 0
         self.trials = 0
         self.best: float | None = None
         self.best_config: dict[str, Any] | None = None
@@ -89,6 +90,7 @@ class StudyProgress:
         info.add_row("study", self.title)
         info.add_row("trials done", str(self.trials))
         info.add_row("best score", _fmt_score(self.best))
+        info.add_row("tokens reused", f"{self.reused:,} (not bought again)")
         if self.current is not None:
             info.add_row("current trial",
                          f"#{self.current.id}  r={self.current.fidelity}  "
@@ -110,6 +112,7 @@ class StudyProgress:
         """Begin the display (picks up the totals of a resumed study from ``opt``)."""
         if opt is not None:
             self.tokens = int(opt.tokens_used)
+            self.reused = int(opt.tokens_reused)
             self.trials = len(opt.results)
             self.best_config, self.best = opt.best()
         if self.live_mode:
@@ -136,6 +139,7 @@ class StudyProgress:
 
     def on_trial_end(self, opt: Any, trial: Trial, result: TrialResult) -> None:
         self.tokens = int(opt.tokens_used)
+        self.reused = int(opt.tokens_reused)
         self.trials = len(opt.results)
         self.best_config, self.best = opt.best()
         self.current, self.current_done, self.current_tokens = None, 0, 0
@@ -145,7 +149,8 @@ class StudyProgress:
             pct = 100.0 * self.tokens / max(1, self.budget)
             self._line(f"trial {trial.id:>3} r={trial.fidelity:<4} {str(result.status):<8} "
                        f"score {_fmt_score(result.score)} ({result.n_evaluated} inst, "
-                       f"{result.tokens:,} tok) | used {self.tokens:,}/{self.budget:,} "
+                       f"{result.tokens:,} tok, {result.reused_tokens:,} reused) | "
+                       f"used {self.tokens:,}/{self.budget:,} "
                        f"({pct:.0f}%) best {_fmt_score(self.best)} | "
                        f"{config_summary(trial.config, 80)}")
 
@@ -169,6 +174,8 @@ class StudyProgress:
         t.add_row("trials", str(summary.get("trials")))
         used, budget = summary.get("tokens_used", 0), summary.get("budget_tokens", self.budget)
         t.add_row("tokens", f"{used:,} of {budget:,} ({100.0 * used / max(1, budget):.1f}%)")
+        t.add_row("tokens reused", f"{summary.get('tokens_reused', 0):,} "
+                                   "(cached answers and kept instances: not bought again)")
         t.add_row("best score", _fmt_score(summary.get("best_score")))
         t.add_row("best config", config_summary(summary.get("best_config"), 400))
         t.add_row("stop reason", str(summary.get("stop_reason")))

@@ -29,11 +29,25 @@ class SearchSpaceError(ValueError):
 
 
 class Condition(BaseModel):
-    """The parameter is active only when ``param`` takes one of ``values``."""
+    """The parameter is active only when ``param`` takes one of ``values``, or (``gt``) when
+    the numeric ``param`` is above a threshold: ``{param: temperature, gt: 0}`` says a
+    setting does nothing under greedy decoding."""
 
     model_config = ConfigDict(extra="forbid")
     param: str
-    values: list[Any] = Field(min_length=1)
+    values: list[Any] | None = Field(None, min_length=1)
+    gt: float | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Condition:
+        if (self.values is None) == (self.gt is None):
+            raise ValueError("a condition needs exactly one of 'values' or 'gt'")
+        return self
+
+    def holds(self, value: Any) -> bool:
+        if self.values is not None:
+            return value in self.values
+        return value is not None and float(value) > float(self.gt)  # type: ignore[arg-type]
 
 
 class _Base(BaseModel):
@@ -146,18 +160,23 @@ class SearchSpace:
     def __init__(self, params: dict[str, FloatParam | IntParam | CategoricalParam]):
         if not params:
             raise SearchSpaceError("search space is empty: define at least one parameter")
-        self.params = dict(params)
-        self.names = list(self.params)
-        for name, p in self.params.items():
-            if p.condition is not None:
-                parent = self.params.get(p.condition.param)
-                if parent is None:
-                    raise SearchSpaceError(
-                        f"parameter {name!r}: condition refers to unknown parameter "
-                        f"{p.condition.param!r}")
-                if self.names.index(p.condition.param) > self.names.index(name):
-                    raise SearchSpaceError(
-                        f"parameter {name!r}: its condition's parameter must come before it")
+        for name, p in params.items():
+            if p.condition is not None and p.condition.param not in params:
+                raise SearchSpaceError(
+                    f"parameter {name!r}: condition refers to unknown parameter "
+                    f"{p.condition.param!r}")
+        # parents before the parameters conditioned on them, otherwise in the given order
+        # (so a space read back with its keys sorted is the same space)
+        order: list[str] = []
+        while len(order) < len(params):
+            ready = [n for n, p in params.items() if n not in order
+                     and (p.condition is None or p.condition.param in order)]
+            if not ready:
+                stuck = sorted(set(params) - set(order))
+                raise SearchSpaceError(f"parameters {stuck}: their conditions form a cycle")
+            order.append(ready[0])
+        self.params = {n: params[n] for n in order}
+        self.names = order
 
     @property
     def dim(self) -> int:
@@ -204,7 +223,20 @@ class SearchSpace:
         cond = self.params[name].condition
         if cond is None:
             return True
-        return self.is_active(cond.param, config) and config.get(cond.param) in cond.values
+        return self.is_active(cond.param, config) and cond.holds(config.get(cond.param))
+
+    def canonical(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The config without the space's settings that are inactive (inert) in it, so two
+        configs that decode identically are one config (keys outside the space are kept).
+
+        >>> s = SearchSpace.from_dict({"temperature": {"type": "float", "low": 0, "high": 1},
+        ...     "top_p": {"type": "float", "low": 0.1, "high": 1,
+        ...               "condition": {"param": "temperature", "gt": 0}}})
+        >>> s.canonical({"temperature": 0.0, "top_p": 0.3})
+        {'temperature': 0.0}
+        """
+        return {k: v for k, v in config.items()
+                if k not in self.params or self.is_active(k, config)}
 
     def encode(self, config: dict[str, Any]) -> np.ndarray:
         """Config -> point in ``[0, 1]^d`` (inactive parameters sit at 0.5)."""
@@ -258,18 +290,24 @@ def _pretty(e: ValidationError) -> str:
 def default_llm_space(
     *, max_tokens: tuple[int, int] = (1, 600), penalties: bool = False, few_shot: int | None = None
 ) -> SearchSpace:
-    """The paper's LLM-inference space.
+    """The paper's LLM-inference space, as a conditional space.
+
+    ``decoding`` chooses greedy or sampled decoding; the sampling knobs (temperature, top_p,
+    top_k, min_p) exist only under ``sample``: under greedy decoding they change nothing,
+    so every greedy config is one config (see :meth:`SearchSpace.canonical`).
 
     Args:
         max_tokens: range of ``max_tokens`` (1 for multiple choice up to 600 for code).
         penalties: add presence and frequency penalties.
         few_shot: if given, add ``few_shot`` in ``[0, few_shot]``.
     """
+    sample = {"param": "decoding", "values": ["sample"]}
     spec: dict[str, Any] = {
-        "temperature": {"type": "float", "low": 0.0, "high": 1.0},
-        "top_p": {"type": "float", "low": 0.1, "high": 1.0},
-        "top_k": {"type": "int", "low": 1, "high": 100, "log": True},
-        "min_p": {"type": "float", "low": 0.0, "high": 0.3},
+        "decoding": {"type": "categorical", "choices": ["greedy", "sample"]},
+        "temperature": {"type": "float", "low": 0.05, "high": 1.0, "condition": sample},
+        "top_p": {"type": "float", "low": 0.1, "high": 1.0, "condition": sample},
+        "top_k": {"type": "int", "low": 1, "high": 100, "log": True, "condition": sample},
+        "min_p": {"type": "float", "low": 0.0, "high": 0.3, "condition": sample},
         "max_tokens": {"type": "int", "low": max_tokens[0], "high": max_tokens[1], "log": True},
         "repetition_penalty": {"type": "float", "low": 1.0, "high": 1.5},
         "length_penalty": {"type": "float", "low": 0.8, "high": 1.2},
@@ -284,6 +322,7 @@ def default_llm_space(
 
 #: HELM's default decoding (greedy, no truncation tricks, 5 in-context examples).
 HELM_DEFAULT: dict[str, Any] = {
+    "decoding": "greedy",
     "temperature": 0.0,
     "top_p": 1.0,
     "top_k": 100,  # at the top of the range: no truncation

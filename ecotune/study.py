@@ -51,8 +51,8 @@ from ecotune.tasks import TASKS, TaskConfig, TaskDataError, make_task
 from ecotune.tasks.base import Task
 from ecotune.trial import TrialStatus
 
-CONFIG_KEYS = tuple(k for k in SamplingParams.model_fields if k not in ("n", "seed", "stop")) + (
-    "few_shot",)
+CONFIG_KEYS = ("decoding",) + tuple(
+    k for k in SamplingParams.model_fields if k not in ("n", "seed", "stop")) + ("few_shot",)
 
 
 class StudyConfigError(ValueError):
@@ -134,6 +134,16 @@ class PromotionConfig(BaseModel):
     experiment: str = "ecotune-promotions"
 
 
+class CacheConfig(BaseModel):
+    """The response cache of deterministic answers (see :mod:`ecotune.cache`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    #: where entries live (local folder or ``s3://``); default ``<workdir>/cache``, shared
+    #: by every study of the workdir, so later studies of the same model reuse answers
+    uri: str | None = None
+
+
 class StudyConfig(BaseModel):
     """One tuning study (see the module docstring for an example)."""
 
@@ -146,6 +156,10 @@ class StudyConfig(BaseModel):
     fixed: dict[str, Any] = Field(default_factory=dict)
     budget_tokens: int = Field(gt=0)
     tau: float | None = Field(None, ge=0)
+    #: EcoTune's acquisition: ``lookahead`` (default) or ``paper`` (see ecotune.acquisition)
+    acquisition: Literal["lookahead", "paper"] | None = None
+    #: EcoTune stops trials that can no longer beat the incumbent (default: on)
+    early_stopping: bool | None = None
     eta0: float = Field(0.1, gt=0)
     lam: float = Field(0.1, ge=0, alias="lambda")
     r_min: int = Field(5, ge=1)
@@ -165,6 +179,7 @@ class StudyConfig(BaseModel):
     subsets: str | None = None
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @field_validator("engine", mode="before")
     @classmethod
@@ -205,8 +220,9 @@ class StudyConfig(BaseModel):
             both = sorted(set(space.names) & set(self.fixed))
             if both:
                 raise ValueError(f"{both} both searched and fixed; keep each in one place")
-        if self.tau is not None and self.optimizer != "ecotune":
-            raise ValueError("tau applies only to optimizer 'ecotune'")
+        for k in ("tau", "acquisition", "early_stopping"):
+            if getattr(self, k) is not None and self.optimizer != "ecotune":
+                raise ValueError(f"{k} applies only to optimizer 'ecotune'")
         return self
 
     # -- derived locations ------------------------------------------------------------
@@ -225,6 +241,12 @@ class StudyConfig(BaseModel):
     @property
     def subsets_uri(self) -> str:
         return self.subsets or self.study_dir
+
+    @property
+    def cache_uri(self) -> str | None:
+        if not self.cache.enabled:
+            return None
+        return self.cache.uri or _join(self.workdir, "cache")
 
     @property
     def mlflow_local_dir(self) -> str:
@@ -549,8 +571,10 @@ def run_tune(config: StudyConfig, resume: bool = False, *, stream: TextIO | None
         StudyError: engine, storage or journal failures.
         KeyboardInterrupt: passed through; the journal stays consistent for ``resume``.
     """
+    from ecotune.cache import ResponseCache
     from ecotune.optimizers import make_optimizer
     from ecotune.progress import StudyProgress
+    from ecotune.prompt_tokens import PromptTokens
     from ecotune.runner import EngineEvaluator
     from ecotune.tuner import run_study
 
@@ -609,9 +633,12 @@ def run_tune(config: StudyConfig, resume: bool = False, *, stream: TextIO | None
         spec.update(space=space.to_dict(), fixed=fixed, study=cfg.name)
         options: dict[str, Any] = dict(max_trials=cfg.max_trials, eta0=cfg.eta0, lam=cfg.lam,
                                        patience=cfg.patience, fixed=fixed,
-                                       prompt_tokens_hint=hint)
-        if cfg.tau is not None:
-            options["tau"] = cfg.tau
+                                       prompt_tokens_hint=hint,
+                                       prompt_tokens=PromptTokens(task, engine,
+                                                                  order[:cfg.r_max]))
+        for k in ("tau", "acquisition", "early_stopping"):
+            if getattr(cfg, k) is not None:
+                options[k] = getattr(cfg, k)
         if cfg.candidates is not None:
             options["candidates"] = cfg.candidates
         if cfg.optimizer == "ecotune" and cfg.start_from_default:
@@ -640,9 +667,12 @@ def run_tune(config: StudyConfig, resume: bool = False, *, stream: TextIO | None
             callbacks.append(_Tracking(tracker))
 
         progress = StudyProgress(cfg.budget_tokens, title=cfg.name, stream=stream, live=live)
+        cache = (ResponseCache.open(cfg.cache_uri, engine_spec["model"],
+                                    seeded=bool(getattr(engine, "send_seed", False)))
+                 if cfg.cache_uri else None)
         evaluator = EngineEvaluator(task, engine, order[:cfg.r_max], journal=juri,
                                     max_in_flight=getattr(engine, "max_concurrency", 8),
-                                    on_instance=progress.on_instance)
+                                    on_instance=progress.on_instance, cache=cache)
         callbacks.append(progress)
         progress.start(opt, resumed=resume)
         try:

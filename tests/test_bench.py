@@ -39,9 +39,9 @@ def test_replay_charges_exactly_recorded_tokens(table: Table) -> None:
 
 
 def test_replay_honours_token_limit(table: Table) -> None:
-    ev = ReplayEvaluator(table)
     rng = np.random.default_rng(0)
     for _ in range(200):
+        ev = ReplayEvaluator(table)  # a fresh study: nothing measured before
         k = int(rng.integers(table.n_configs))
         cfg = table.configs[k]
         limit = int(rng.integers(1, 4000))
@@ -54,9 +54,26 @@ def test_replay_honours_token_limit(table: Table) -> None:
             assert res.status in (TrialStatus.PARTIAL, TrialStatus.FAILED)
 
 
+def test_replay_keeps_what_a_config_already_measured(table: Table) -> None:
+    """Promotion from r=10 to r=25 pays only for instances 11..25, like the trial runner;
+    a pruned trial stops on the same bound."""
+    ev = ReplayEvaluator(table)
+    cfg = table.configs[3]
+    low = ev.evaluate(Trial(id=0, config=cfg, fidelity=10, token_limit=10**9))
+    high = ev.evaluate(Trial(id=1, config=cfg, fidelity=25, token_limit=10**9))
+    cost = table.prompt_tokens[3] + table.completion_tokens[3]
+    assert low.tokens == int(cost[:10].sum()) and high.reused_tokens == low.tokens
+    assert high.tokens == int(cost[10:25].sum()) and high.n_evaluated == 25
+    assert high.score == pytest.approx(table.scores[3, :25].mean())
+    worst = int(np.argmin(table.true_scores))
+    res = ReplayEvaluator(table).evaluate(Trial(id=2, config=table.configs[worst], fidelity=40,
+                                                token_limit=10**9, prune_below=0.99))
+    assert res.status == TrialStatus.PRUNED and res.n_evaluated < 40
+
+
 def test_replay_nearest_neighbour(table: Table) -> None:
     cfg = dict(table.configs[7])
-    cfg["temperature"] = min(1.0, cfg["temperature"] + 1e-3)
+    cfg["repetition_penalty"] = min(1.5, cfg["repetition_penalty"] + 1e-3)
     assert table.nearest(cfg) == 7
     assert table.true_score(cfg) == pytest.approx(table.scores[7].mean())
 
@@ -149,3 +166,29 @@ def test_bohb_with_a_longer_budget_extends_the_same_run(tmp_path) -> None:
     res = json.loads((out / "results.json").read_text())
     assert res["bohb_long"]["budget"] == 24000 and res["bohb_long"]["runs"] == 1
     assert "4× the budget" in (out / "report.md").read_text()
+
+
+def test_waste_counts_only_repeated_greedy_pairs(capsys: pytest.CaptureFixture[str],
+                                                  tmp_path) -> None:
+    import json
+
+    from ecotune.bench.cli import main
+    from ecotune.bench.waste import waste
+
+    greedy, sampled = {"decoding": "greedy", "max_tokens": 4}, {"temperature": 0.7}
+    recs = [{"type": "study", "key": "study", "r_max": 4, "budget_tokens": 1000}]
+    for tid, cfg in enumerate([greedy, greedy, sampled, sampled]):
+        recs.append({"type": "ask", "key": f"ask:{tid}", "trial": {"id": tid, "config": cfg}})
+        for i in range(2):
+            recs.append({"type": "instance", "key": f"inst:{tid}:{i}", "trial_id": tid,
+                         "instance_id": str(i), "prompt_tokens": 10, "completion_tokens": 5})
+        recs.append({"type": "tell", "key": f"tell:{tid}", "trial_id": tid,
+                     "result": {"n_evaluated": 2, "tokens": 30, "reused_tokens": 0}})
+    w = waste(recs)
+    # trial 1 re-bought trial 0's two greedy answers; sampled repeats are new samples
+    assert w["remeasured_tokens"] == 30 and w["remeasured_share_of_budget"] == 0.03
+    assert w["below_r_max"] == 4 and w["tokens_charged"] == 120
+    path = tmp_path / "j.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert main(["waste", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["remeasured_tokens"] == 30

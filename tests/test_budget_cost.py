@@ -63,10 +63,42 @@ def test_cost_model_learns_alpha_and_beta():
     x = np.array([[0.5, 0.5, 0.5]])
     want = (100 + 100) + 0.5 * 64
     assert m.alpha(x, [64])[0] == pytest.approx(want, rel=0.05)
-    assert m.predict(x, [64], 20)[0] == pytest.approx(want * 20 + m.beta(), rel=0.05)
+    assert m.beta() == pytest.approx(30, abs=6)  # the fixed overhead, not smeared over α
+    assert m.predict(x, [64], 20)[0] == pytest.approx(want * 20 + 30, rel=0.02)
+    assert m.predict(x, [64], 5)[0] == pytest.approx(want * 5 + 30, rel=0.02)
     assert m.worst_case_per_instance(64) >= 300 + 64
 
 
 def test_cost_model_prior_before_data():
     m = TokenCostModel(prompt_tokens_hint=200)
     assert m.predict(np.zeros((1, 2)), [100], 10)[0] == pytest.approx((200 + 50) * 10)
+
+
+def test_exact_prompt_costs_set_the_worst_case_and_the_prediction():
+    """With prompts counted before the trial, a trial's token limit is exactly its worst
+    case (prompt tokens of its r instances + r × max_tokens) and the cost model predicts only
+    completions; each few-shot count is tokenized once."""
+    from ecotune.engines import FakeEngine
+    from ecotune.optimizers import make_optimizer
+    from ecotune.prompt_tokens import PromptTokens
+    from ecotune.sampler import nested_order
+    from ecotune.tasks import TaskConfig, make_task
+
+    task = make_task(TaskConfig(name="arithmetic", n=40))
+    order = nested_order(task.instances(), 0)[:20]
+    eng = FakeEngine()
+    counted: list[int] = []
+    real = eng.count_prompt_tokens
+    eng.count_prompt_tokens = lambda ps: counted.append(len(ps)) or real(ps)  # type: ignore
+    pt = PromptTokens(task, eng, order)
+    a, b = pt({"few_shot": 2, "temperature": 0.1}), pt({"few_shot": 2, "temperature": 0.9})
+    assert (a == b).all() and counted == [20]
+    want = [len(task.build_prompt(task.instance(i), {"few_shot": 2}).split()) for i in order]
+    assert a.tolist() == want
+    opt = make_optimizer("random", space={"few_shot": {"type": "int", "low": 0, "high": 4}},
+                         budget_tokens=10**6, r_min=3, r_max=20, seed=0,
+                         fixed={"max_tokens": 4}, prompt_tokens=pt)
+    t = opt.ask()
+    exact = int(pt(t.config)[:t.fidelity].sum())
+    assert t.token_limit == exact + 4 * t.fidelity
+    assert t.predicted_tokens == pytest.approx(exact + 0.5 * 4 * t.fidelity)  # prior: half

@@ -3,20 +3,17 @@
 import json
 
 import pytest
+from kfp import dsl
 
-pytest.importorskip("kfp")
-
-from kfp import dsl  # noqa: E402
-
-from components import (  # noqa: E402
+from components import (
     control_budget,
     evaluate_trial_op,
     finalize_study,
     sample_dataset,
     update_surrogate,
 )
-from components._common import rounds  # noqa: E402
-from ecotune.journal import open_journal  # noqa: E402
+from components._common import rounds
+from ecotune.journal import open_journal
 
 
 def study_config(budget: int = 20000, **study) -> dict:

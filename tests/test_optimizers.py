@@ -33,7 +33,10 @@ def test_contract(name):
         assert isinstance(trial, Trial) and trial.id == n
         assert 5 <= trial.fidelity <= 40
         assert 0 < trial.token_limit <= opt.budget.budget_tokens
-        assert set(SPACE.names) <= set(trial.config) | {"few_shot"}
+        # canonical: every active setting is there, no inactive (inert) one
+        active = {k for k in SPACE.names if SPACE.is_active(k, trial.config)}
+        assert active <= set(trial.config) and set(trial.config) <= set(SPACE.names)
+        assert SPACE.canonical(trial.config) == trial.config
         res = ev.evaluate(trial)
         assert res.tokens <= trial.token_limit
         opt.tell(trial, score=res.score, tokens=res.tokens, n_evaluated=res.n_evaluated)
@@ -158,13 +161,16 @@ def test_core_imports_no_io_frameworks():
 
 
 def test_ecotune_runs_initial_configs_first():
-    default = {"temperature": 0.0, "top_p": 1.0, "top_k": 100, "min_p": 0.0, "max_tokens": 8,
-               "repetition_penalty": 1.0, "length_penalty": 1.0, "few_shot": 5}
+    default = {"decoding": "greedy", "temperature": 0.0, "top_p": 1.0, "top_k": 100,
+               "min_p": 0.0, "max_tokens": 8, "repetition_penalty": 1.0, "length_penalty": 1.0,
+               "few_shot": 5}
     opt = _make("ecotune", initial_configs=[default])
     t = opt.ask()
-    assert t.config == default and opt.r_min <= t.fidelity <= opt.r_max
+    canonical = {k: v for k, v in default.items()
+                 if k not in ("temperature", "top_p", "top_k", "min_p")}  # inert under greedy
+    assert t.config == canonical and opt.r_min <= t.fidelity <= opt.r_max
     opt.tell(t, result=SyntheticEvaluator(LAND).evaluate(t))
-    assert opt.ask().config != default
+    assert opt.ask().config != canonical
 
 
 # -- a finite candidate set (presets, or a recorded benchmark table) ----------------------
@@ -232,3 +238,34 @@ def test_resume_with_candidates(tmp_path):
     assert again.tokens_used == opt.tokens_used and len(again.results) == 7
     run_study(again, ev)
     assert again.tokens_used <= 30_000
+
+
+def test_ecotune_promotes_incrementally_and_prunes_against_the_incumbent():
+    """The default (lookahead) EcoTune climbs fidelities of configs it measured, each step
+    paying only the new instances (the replay keeps what a config measured), and once a
+    config is measured at r_max it asks every later trial to stop below its lower bound."""
+    from ecotune.bench.collect import sobol_configs
+    from ecotune.bench.replay import ReplayEvaluator, Table
+    from ecotune.pruning import incumbent_floor
+
+    table = Table.from_landscape(LAND, SPACE, sobol_configs(SPACE, 40, seed=2), 40)
+    opt = _make("ecotune", budget=60_000, max_trials=40)
+    ev = ReplayEvaluator(table)
+    seen, promotions = {}, 0
+    while (t := opt.ask()) is not None:
+        res = ev.evaluate(t)
+        k = ev.hits[-1]
+        if k in seen and t.fidelity > seen[k]:
+            promotions += 1
+            assert res.reused_tokens > 0  # the first instances were kept, not bought again
+        seen[k] = max(seen.get(k, 0), res.n_evaluated)
+        full = [r for r in opt.results.values() if r.n_evaluated >= opt.r_max]
+        if full:
+            best = max(full, key=lambda r: r.score)
+            assert t.prune_below == pytest.approx(incumbent_floor(best.instance_scores))
+        else:
+            assert t.prune_below is None
+        opt.tell(t, result=res)
+    assert promotions >= 1
+    assert sum(r.n_evaluated < opt.r_max for r in opt.results.values()) > len(opt.results) / 2
+    assert opt.best()[0] is not None and opt.tokens_used <= 60_000

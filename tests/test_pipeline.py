@@ -1,20 +1,16 @@
-"""The compiled pipeline's structure, its golden copy, and the submitter (fake KFP client)."""
+"""The compiled pipeline's structure (checked by structure, never byte for byte against the
+compiler's own output) and the submitter (fake KFP client)."""
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
-pytest.importorskip("kfp")
-
-from pipelines import submit as submit_mod  # noqa: E402
-from pipelines.compile import compile_pipeline  # noqa: E402
+from pipelines import submit as submit_mod
+from pipelines.compile import compile_pipeline
 from pipelines.compile import main as compile_main
-from pipelines.ecotune_loop import PipelineOptions  # noqa: E402
-
-GOLDEN = Path(__file__).parent / "golden" / "ecotune_loop.yaml"
+from pipelines.ecotune_loop import PipelineOptions
 
 
 def load(path) -> dict:
@@ -125,16 +121,35 @@ def test_gpu_variant_kubernetes_config(tmp_path):
     assert cont["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
 
 
-def test_compile_is_deterministic_and_matches_golden(tmp_path):
+def test_compile_is_deterministic_and_has_the_expected_shape(tmp_path):
+    """Same options, same YAML; and the default pipeline's interface and steps are what the
+    chart and the submitter rely on: its parameters, one exit handler whose finalizer runs
+    whatever happened, sample → (update → ParallelFor(evaluate) → control) per round, all
+    on the pinned control-plane image."""
     a = compile_pipeline(tmp_path / "a.yaml").read_text()
     b = compile_pipeline(tmp_path / "b.yaml").read_text()
     assert a == b
-    if os.environ.get("ECOTUNE_UPDATE_GOLDEN"):
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(a)
-    if not GOLDEN.exists():
-        pytest.skip("no golden copy; ECOTUNE_UPDATE_GOLDEN=1 writes it")
-    assert a == GOLDEN.read_text(), "pipeline changed: review, then ECOTUNE_UPDATE_GOLDEN=1"
+    spec = load(tmp_path / "a.yaml")
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {k: v["parameterType"] for k, v in params.items()} == {
+        "study": "STRUCT", "journal_uri": "STRING", "subsets_uri": "STRING",
+        "engine_url": "STRING", "batch_size": "NUMBER_INTEGER"}
+    assert params["engine_url"]["defaultValue"] == "" and params["batch_size"]["isOptional"]
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "finalize-study"}
+    assert root["finalize-study"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert root["finalize-study"]["dependentTasks"] == ["exit-handler-1"]
+    execs = spec["deploymentSpec"]["executors"]
+    kinds = {n.removeprefix("exec-").rstrip("-0123456789") for n in execs}
+    assert kinds == {"sample-dataset", "update-surrogate", "evaluate-trial", "control-budget",
+                     "finalize-study"}
+    rounds = sum(n.startswith("exec-control-budget") for n in execs)
+    assert rounds == sum(n.startswith("exec-update-surrogate") for n in execs) == \
+        sum(n.startswith("exec-evaluate-trial") for n in execs) >= 2
+    loops = [c for n, c in spec["components"].items() if n.startswith("comp-for-loop")]
+    assert len(loops) == rounds
+    assert {ex["container"]["image"] for ex in execs.values()} == \
+        {"ghcr.io/ecotune/control-plane:0.1.0"}
 
 
 def test_compile_cli(tmp_path):

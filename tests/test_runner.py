@@ -110,10 +110,16 @@ def test_instance_records_written_and_reused(tmp_path: Path) -> None:
     with pytest.raises(TrialEvaluationError) as ei:
         ev.evaluate(trial)
     part = ei.value.partial_result
-    assert part.status == TrialStatus.FAILED and part.n_evaluated == 4 and part.tokens > 0
+    assert part.status == TrialStatus.FAILED and part.n_evaluated == 4
     recs = [r for r in open_journal(jpath).records() if r["type"] == "instance"]
     assert [r["key"] for r in recs] == [f"inst:3:{i}" for i in order[:4]]
-    assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in recs) == part.tokens
+    usage = sum(r["prompt_tokens"] + r["completion_tokens"] for r in recs)
+    assert usage == part.prompt_tokens + part.completion_tokens
+    # the 5th request failed with its outcome unknown: its worst case stays charged
+    fifth = len(task.build_prompt(task.instance(order[4]), trial.config).split()) + 2
+    assert part.unsettled_tokens == fifth and part.tokens == usage + fifth
+    holds = [r for r in open_journal(jpath).records() if r["type"] == "hold"]
+    assert len(holds) == 5 and all(h["key"].startswith("hold:3:") for h in holds)
 
     # the same trial re-run (a resume) pays only for the 4 missing instances
     eng2 = FakeEngine(_right(task))
@@ -124,7 +130,9 @@ def test_instance_records_written_and_reused(tmp_path: Path) -> None:
     assert res.instance_ids == order[:8]
     recs = [r for r in open_journal(jpath).records() if r["type"] == "instance"]
     assert len(recs) == 8
-    assert res.tokens == sum(r["prompt_tokens"] + r["completion_tokens"] for r in recs)
+    # the first run's failed request is still charged at its worst case (an orphan hold)
+    assert res.tokens == sum(r["prompt_tokens"] + r["completion_tokens"] for r in recs) + fifth
+    assert res.unsettled_tokens == fifth
     # a third run spends nothing
     eng3 = FakeEngine(_right(task))
     res3 = EngineEvaluator(task, eng3, order, journal=str(jpath)).evaluate(trial)
@@ -147,10 +155,14 @@ def test_failure_charges_partial_tokens_in_run_study(tmp_path: Path) -> None:
     assert res[0].status == TrialStatus.COMPLETE
     assert res[1].status == TrialStatus.FAILED and res[1].n_evaluated == 2
     assert res[1].tokens > 0 and "fake engine failure" in (res[1].error or "")
-    assert res[2].status == TrialStatus.FAILED and res[2].tokens == 0
+    # a trial that failed on its first request is charged that request's worst case, not 0
+    assert res[2].status == TrialStatus.FAILED and res[2].n_evaluated == 0
+    assert res[2].tokens == res[2].unsettled_tokens > 0
     assert opt.tokens_used == sum(r.tokens for r in res)
-    inst = [r for r in open_journal(tmp_path / "j.jsonl").records() if r["type"] == "instance"]
-    assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in inst) == opt.tokens_used
+    recs = open_journal(tmp_path / "j.jsonl").records()
+    inst = [r for r in recs if r["type"] == "instance"]
+    assert (sum(r["prompt_tokens"] + r["completion_tokens"] for r in inst)
+            + sum(r.unsettled_tokens for r in res)) == opt.tokens_used
 
 
 def test_nothing_fits_is_partial_with_no_score() -> None:
@@ -179,7 +191,11 @@ def test_unknown_instance_ids_rejected() -> None:
 def test_engine_error_type_is_kept() -> None:
     task = _task()
     ev = EngineEvaluator(task, FakeEngine(fail_after=0), _order(task))
+    trial = Trial(6, {}, fidelity=3, token_limit=10**6)
     with pytest.raises(TrialEvaluationError) as ei:
-        ev.evaluate(Trial(6, {}, fidelity=3, token_limit=10**6))
+        ev.evaluate(trial)
     assert isinstance(ei.value.__cause__, EngineError)
-    assert ei.value.partial_result.tokens == 0
+    # all three requests went out and failed with unknown outcomes: worst cases charged
+    worst = sum(len(task.build_prompt(task.instance(i), {}).split()) + task.default_max_tokens
+                for i in _order(task)[:3])
+    assert ei.value.partial_result.tokens == ei.value.partial_result.unsettled_tokens == worst

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from ecotune.sampling import SamplingParams
 from ecotune.space import SearchSpace, SearchSpaceError, default_llm_space, helm_default
 
 
@@ -63,10 +64,48 @@ def test_conditional_parameter_only_when_active():
 def test_default_llm_space_matches_paper():
     space = default_llm_space(penalties=True, few_shot=5)
     p = space.params
-    assert (p["temperature"].low, p["temperature"].high) == (0.0, 1.0)
+    assert p["decoding"].choices == ["greedy", "sample"]
+    assert (p["temperature"].low, p["temperature"].high) == (0.05, 1.0)  # > 0: sampled
     assert (p["repetition_penalty"].low, p["repetition_penalty"].high) == (1.0, 1.5)
     assert (p["length_penalty"].low, p["length_penalty"].high) == (0.8, 1.2)
     assert (p["max_tokens"].low, p["max_tokens"].high) == (1, 600)
     assert {"presence_penalty", "frequency_penalty", "few_shot", "top_k", "min_p"} <= set(p)
     helm = helm_default(space, max_tokens=5)
-    assert helm["temperature"] == 0.0 and helm["max_tokens"] == 5 and helm["few_shot"] == 5
+    assert helm["decoding"] == "greedy" and helm["max_tokens"] == 5 and helm["few_shot"] == 5
+    # greedy: the sampling knobs are inactive, so they are not part of the config at all
+    assert not {"temperature", "top_p", "top_k", "min_p"} & set(helm)
+
+
+def test_greedy_configs_are_one_canonical_config():
+    """Every greedy config of the paper's space is the same point, the same config and the
+    same request, whatever the (inert) sampling knobs said."""
+    space = default_llm_space(max_tokens=(2, 8))
+    rng = np.random.default_rng(0)
+    greedy = [c for c in space.sample(rng, 200) if c["decoding"] == "greedy"]
+    assert len(greedy) > 50
+    for c in greedy[:20]:
+        noisy = {**c, "temperature": 0.7, "top_p": 0.2, "top_k": 3, "min_p": 0.1}
+        assert space.canonical(noisy) == c
+        assert (space.encode(noisy) == space.encode(c)).all()
+        assert SamplingParams.from_config(noisy) == SamplingParams.from_config(c)
+        assert SamplingParams.from_config(c).greedy
+
+
+def test_gt_condition_marks_settings_inert_at_temperature_zero():
+    space = SearchSpace.from_dict({
+        "temperature": {"type": "float", "low": 0.0, "high": 1.0},
+        "top_p": {"type": "float", "low": 0.1, "high": 1.0,
+                  "condition": {"param": "temperature", "gt": 0}},
+        "max_tokens": {"type": "int", "low": 1, "high": 8},
+    })
+    a = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 4}
+    b = {"temperature": 0.0, "top_p": 0.999, "max_tokens": 4}
+    assert space.canonical(a) == space.canonical(b) == {"temperature": 0.0, "max_tokens": 4}
+    assert space.canonical({**a, "temperature": 0.3}) == {**a, "temperature": 0.3}
+    # a temperature-0 request is the same whatever an unconditioned top_p says
+    assert SamplingParams.from_config(a) == SamplingParams.from_config(b)
+    assert SamplingParams.from_config({**a, "temperature": 0.3}).top_p == 1.0
+    with pytest.raises(SearchSpaceError, match="exactly one of 'values' or 'gt'"):
+        SearchSpace.from_dict({"t": {"type": "float", "low": 0, "high": 1},
+                               "p": {"type": "float", "low": 0, "high": 1,
+                                     "condition": {"param": "t"}}})

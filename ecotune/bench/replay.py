@@ -13,12 +13,16 @@ achievable optimum is the best table config, and a method gains nothing from pro
 points between table configs beyond which config they land nearest to (the report gives
 how many distinct table configs each method reached and the mean mapping distance).
 
-Accounting is exact: a trial at fidelity r scans the first r instances of the nested order
-and is charged exactly the recorded ``prompt_tokens + completion_tokens`` of each instance
-it evaluates. It stops *before* an instance whose worst case (recorded prompt tokens +
-``max_tokens`` × n of the table config, which bounds the recorded completion) would pass the
-trial's ``token_limit`` (:func:`ecotune.evaluator.fits`), so a trial never spends more than
-its limit.
+Accounting is exact and the same as the trial runner's: a trial at fidelity r scans the
+first r instances of the nested order and is charged exactly the recorded
+``prompt_tokens + completion_tokens`` of each instance it evaluates, except instances an
+earlier trial of the same table config already measured (nested subsets: they are kept,
+and reported as reused, as the runner keeps them). It stops *before* an instance whose
+worst case (recorded prompt tokens + ``max_tokens`` × n of the table config, which bounds
+the recorded completion) would pass the trial's ``token_limit``
+(:func:`ecotune.evaluator.fits`), so a trial never spends more than its limit; and, like
+the runner, once its score's upper bound falls below ``trial.prune_below``
+(:mod:`ecotune.pruning`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 
 from ecotune.bench.collect import read_table_records
 from ecotune.evaluator import fits
+from ecotune.pruning import should_prune
 from ecotune.space import SearchSpace
 from ecotune.trial import Trial, TrialResult, TrialStatus
 
@@ -147,6 +152,7 @@ class ReplayEvaluator:
         self.samples = int(samples_per_request)
         self.hits: list[int] = []
         self.dists: list[float] = []
+        self.measured: dict[int, int] = {}  # table config -> instances already paid for
 
     def evaluate(self, trial: Trial) -> TrialResult:
         tb = self.table
@@ -156,22 +162,33 @@ class ReplayEvaluator:
         self.dists.append(float(d[k]))
         cfg = tb.configs[k]
         worst = int(cfg.get("max_tokens", trial.config.get("max_tokens", 16))) * self.samples
-        spent = p_tot = c_tot = 0
+        known = self.measured.get(k, 0)
+        spent = p_tot = c_tot = reused = 0
         scores: list[float] = []
+        pruned = False
         for i in range(min(trial.fidelity, tb.n_instances)):
             p, c = int(tb.prompt_tokens[k, i]), int(tb.completion_tokens[k, i])
-            if not fits(spent, p, worst, trial.token_limit):
+            if i < known:  # measured by an earlier trial of this config: kept, not re-bought
+                reused += p + c
+            elif should_prune(scores, trial.prune_below):
+                pruned = True
                 break
-            p_tot += p
-            c_tot += c
-            spent = p_tot + c_tot
+            elif not fits(spent, p, worst, trial.token_limit):
+                break
+            else:
+                p_tot += p
+                c_tot += c
+                spent = p_tot + c_tot
             scores.append(float(tb.scores[k, i]))
         n = len(scores)
+        self.measured[k] = max(known, n)
         if not scores:
             return TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
                                status=TrialStatus.FAILED, instance_ids=[], instance_scores=[],
                                error="token limit below one instance")
-        status = TrialStatus.COMPLETE if n == trial.fidelity else TrialStatus.PARTIAL
+        status = (TrialStatus.COMPLETE if n == trial.fidelity else
+                  TrialStatus.PRUNED if pruned else TrialStatus.PARTIAL)
         return TrialResult(score=float(np.mean(scores)), prompt_tokens=p_tot,
                            completion_tokens=c_tot, n_evaluated=n, status=status,
-                           instance_ids=tb.instance_ids[:n], instance_scores=scores)
+                           instance_ids=tb.instance_ids[:n], instance_scores=scores,
+                           reused_tokens=reused)

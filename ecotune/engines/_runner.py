@@ -1,28 +1,34 @@
-"""Batch helpers shared by every engine: ordered batches, results-as-they-finish, sync wrappers.
+"""Batch helpers shared by every engine: charging, retries, results-as-they-finish, sync API.
 
-An engine only implements ``acomplete_one`` (and token counting); :class:`BatchMixin` builds
-``agenerate``/``agenerate_iter`` on it and runs all of them from synchronous code through one
-private event loop on a daemon thread. That loop persists for the engine's lifetime, so
-connection pools are reused across calls, and the sync API works even when the caller is
-itself inside a running event loop (a notebook, a KFP component).
+An engine only implements ``asend`` (one attempt of one request) and token counting;
+:class:`BatchMixin` builds everything else on it:
+
+* ``acomplete_one``: one request under the retry policy of :mod:`ecotune.engines.retry`,
+  each attempt authorized against a :class:`~ecotune.ledger.TokenLedger` before it is sent
+  and settled, kept or released after (authorize, then capture);
+* ``agenerate``/``agenerate_iter``: many requests, bounded in flight, in order, stopping
+  cleanly before the first one whose worst case would pass the ledger's limit;
+* sync wrappers that run all of them through one private event loop on a daemon thread.
+  That loop persists for the engine's lifetime, so connection pools are reused across
+  calls, and the sync API works even when the caller is itself inside a running event loop
+  (a notebook, a KFP component).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-from ecotune.engines.base import Completion, Prompt
+from ecotune.engines.base import Completion, EngineError, Prompt
+from ecotune.engines.retry import OutcomeUnknown, Refused, retrying
+from ecotune.ledger import Hold, OverLimit, TokenLedger
 from ecotune.sampling import SamplingParams
 
 T = TypeVar("T")
-
-#: Called just before prompt ``i`` is submitted; returning False stops further submission
-#: (requests already in flight still finish and are yielded, so their tokens are counted).
-MaySubmit = Callable[[int], bool]
 
 
 class _LoopThread:
@@ -64,15 +70,20 @@ class _LoopThread:
 
 
 class BatchMixin:
-    """Batch and sync APIs on top of ``acomplete_one``.
+    """Charged, retried, batched and sync APIs on top of ``asend``.
 
-    Subclasses set ``max_concurrency`` and implement ``acomplete_one`` and ``_aclose``.
+    Subclasses set ``max_concurrency`` (and the retry settings) and implement ``asend``
+    (raising :class:`~ecotune.engines.retry.Refused` or
+    :class:`~ecotune.engines.retry.OutcomeUnknown` for a failed attempt) and ``_aclose``.
     """
 
     max_concurrency: int = 8
+    max_retries: int = 0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
     _loop_thread: _LoopThread | None = None
 
-    async def acomplete_one(
+    async def asend(
         self, prompt: Prompt, params: SamplingParams, index: int = 0
     ) -> Completion:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -81,6 +92,67 @@ class BatchMixin:
         return None
 
     # -- async -----------------------------------------------------------------------------
+    async def acomplete_one(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        index: int = 0,
+        *,
+        ledger: TokenLedger | None = None,
+        prompt_tokens: int | None = None,
+        hold: Hold | None = None,
+    ) -> Completion:
+        """One request, retried under the engine's policy.
+
+        With a ``ledger`` every attempt is first authorized at its worst case
+        (``prompt_tokens`` + ``max_tokens`` × ``n``; ``hold`` is the first attempt's, when
+        the caller already authorized it) and then settled to ``usage``, kept (outcome
+        unknown) or released (refused before any work). A retry that would not fit raises
+        :class:`~ecotune.ledger.OverLimit`. The completion's ``unsettled_tokens`` are the
+        worst cases kept for this request's failed attempts.
+        """
+        if ledger is not None and prompt_tokens is None:
+            raise ValueError("charging a request needs its exact prompt token count")
+        worst = (prompt_tokens or 0) + params.worst_case_completion_tokens()
+        first = hold
+        attempts = 0
+        try:
+            async for attempt in retrying(self.max_retries, self.backoff_base_s,
+                                          self.backoff_max_s):
+                with attempt:
+                    attempts += 1
+                    h, first = first, None
+                    if h is None and ledger is not None:
+                        h = ledger.authorize(worst, index=index, retry=True)
+                        if h is None:
+                            raise OverLimit(f"request {index}: attempt {attempts} "
+                                            f"({worst} tokens worst case) would pass the "
+                                            f"trial's token limit")
+                    c = await self._attempt(prompt, params, index, h)
+                    kept = ledger.kept_for(index) if ledger is not None else 0
+                    return dataclasses.replace(c, unsettled_tokens=kept)
+        except (Refused, OutcomeUnknown) as e:
+            raise EngineError(f"{self!r}: request failed after {_attempts(attempts)}; "
+                              f"last: {e}") from e
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    async def _attempt(self, prompt: Prompt, params: SamplingParams, index: int,
+                       hold: Hold | None) -> Completion:
+        """Send once; end ``hold`` the way the outcome says (see the module docstring)."""
+        try:
+            c = await self.asend(prompt, params, index)
+        except Refused:
+            if hold is not None:
+                hold.release()
+            raise
+        except BaseException:  # unknown outcome, cancellation included: keep the worst case
+            if hold is not None:
+                hold.keep()
+            raise
+        if hold is not None:
+            hold.settle(c.prompt_tokens + c.completion_tokens)
+        return c
+
     async def agenerate(self, prompts: list[Prompt], params: SamplingParams) -> list[Completion]:
         """All prompts concurrently (bounded by ``max_concurrency``), results in input order."""
         out: list[Completion | None] = [None] * len(prompts)
@@ -93,17 +165,22 @@ class BatchMixin:
         prompts: list[Prompt],
         params: SamplingParams,
         max_in_flight: int | None = None,
-        may_submit: MaySubmit | None = None,
+        ledger: TokenLedger | None = None,
+        prompt_tokens: Sequence[int] | None = None,
     ) -> AsyncIterator[Completion]:
         """Yield completions as they finish (``Completion.index`` gives the prompt).
 
-        Prompts are submitted lazily, at most ``max_in_flight`` at a time, in order;
-        ``may_submit(i)`` is asked just before prompt ``i`` goes out and runs after every
-        earlier-finished result was yielded, so a caller that tracks spend in its loop body
-        can stop before a token limit would be passed. Closing the iterator early cancels
-        requests still in flight (their tokens are then unknown), so prefer ``may_submit``.
+        Prompts are submitted lazily, at most ``max_in_flight`` at a time, in order. With a
+        ``ledger`` (and the prompts' exact ``prompt_tokens``), each is authorized at its
+        worst case just before it goes out, after every earlier-finished result was settled
+        and yielded; the first that would pass the limit ends submission, so the prompts
+        sent are always a prefix. Closing the iterator early cancels requests still in
+        flight; their holds are kept (their outcome is unknown).
         """
+        if ledger is not None and (prompt_tokens is None or len(prompt_tokens) != len(prompts)):
+            raise ValueError("a ledger needs one exact prompt token count per prompt")
         limit = max(1, max_in_flight or self.max_concurrency)
+        completion_worst = params.worst_case_completion_tokens()
         pending: set[asyncio.Future[Completion]] = set()
         todo = iter(enumerate(prompts))
         exhausted = False
@@ -111,11 +188,19 @@ class BatchMixin:
             while True:
                 while not exhausted and len(pending) < limit:
                     nxt = next(todo, None)
-                    if nxt is None or (may_submit is not None and not may_submit(nxt[0])):
+                    if nxt is None:
                         exhausted = True
                         break
                     i, p = nxt
-                    pending.add(asyncio.ensure_future(self.acomplete_one(p, params, index=i)))
+                    hold, count = None, None
+                    if ledger is not None and prompt_tokens is not None:
+                        count = int(prompt_tokens[i])
+                        hold = ledger.authorize(count + completion_worst, index=i)
+                        if hold is None:
+                            exhausted = True
+                            break
+                    pending.add(asyncio.ensure_future(self.acomplete_one(
+                        p, params, index=i, ledger=ledger, prompt_tokens=count, hold=hold)))
                 if not pending:
                     return
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -137,19 +222,20 @@ class BatchMixin:
         """Sync :meth:`agenerate`."""
         return self._run(self.agenerate(prompts, params))
 
-    def complete_one(self, prompt: Prompt, params: SamplingParams) -> Completion:
-        """Sync :meth:`acomplete_one`."""
-        return self._run(self.acomplete_one(prompt, params))
+    def complete_one(self, prompt: Prompt, params: SamplingParams, **charge: Any) -> Completion:
+        """Sync :meth:`acomplete_one` (``ledger=``, ``prompt_tokens=`` pass through)."""
+        return self._run(self.acomplete_one(prompt, params, **charge))
 
     def generate_iter(
         self,
         prompts: list[Prompt],
         params: SamplingParams,
         max_in_flight: int | None = None,
-        may_submit: MaySubmit | None = None,
+        ledger: TokenLedger | None = None,
+        prompt_tokens: Sequence[int] | None = None,
     ) -> Iterator[Completion]:
         """Sync :meth:`agenerate_iter`: a generator yielding completions as they finish."""
-        agen = self.agenerate_iter(prompts, params, max_in_flight, may_submit)
+        agen = self.agenerate_iter(prompts, params, max_in_flight, ledger, prompt_tokens)
         try:
             while True:
                 try:
@@ -185,6 +271,10 @@ async def _settle(coro: Coroutine[Any, Any, Any]) -> None:
     for task in asyncio.all_tasks():
         if task.get_coro() is coro:
             await asyncio.wait([task], timeout=10)
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" + ("s" if n != 1 else "")
 
 
 def _index_or_inf(fut: asyncio.Future[Completion]) -> float:

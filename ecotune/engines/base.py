@@ -7,7 +7,7 @@ trial's spend is what the engine billed, not an estimate.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,8 +31,14 @@ class Completion:
         text: The generated text; a list of ``n`` texts when ``params.n > 1``.
         prompt_tokens: Prompt tokens billed (``usage.prompt_tokens``).
         completion_tokens: Generated tokens billed, all ``n`` choices together.
-        finish_reason: ``"stop"`` / ``"length"`` (list when ``n > 1``).
+        finish_reason: ``"stop"`` / ``"length"`` (list when ``n > 1``); ``"error"`` when
+            the server billed the request (``usage``) but its completion was malformed.
         index: Position of the prompt in the submitted batch.
+        unsettled_tokens: Worst cases charged for earlier attempts of this request whose
+            outcome stayed unknown (timeouts, dropped connections, unreadable answers).
+        error: Why the completion is unusable (with ``finish_reason="error"``), else None.
+        reused_tokens: For an answer taken from the response cache (which costs 0), what
+            it cost when it was bought.
     """
 
     text: str | list[str]
@@ -40,10 +46,14 @@ class Completion:
     completion_tokens: int
     finish_reason: str | list[str] | None = None
     index: int = 0
+    unsettled_tokens: int = 0
+    error: str | None = None
+    reused_tokens: int = 0
 
     @property
     def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        """Everything this request may have cost: usage plus the kept worst cases."""
+        return self.prompt_tokens + self.completion_tokens + self.unsettled_tokens
 
     @property
     def texts(self) -> list[str]:
@@ -69,17 +79,19 @@ class Engine(Protocol):
     ) -> list[Completion]: ...
 
     async def acomplete_one(
-        self, prompt: Prompt, params: SamplingParams, index: int = 0
+        self, prompt: Prompt, params: SamplingParams, index: int = 0, **charge: Any
     ) -> Completion: ...
 
-    def complete_one(self, prompt: Prompt, params: SamplingParams) -> Completion: ...
+    def complete_one(self, prompt: Prompt, params: SamplingParams, **charge: Any) -> Completion: ...
 
     def agenerate_iter(
-        self, prompts: list[Prompt], params: SamplingParams, max_in_flight: int | None = None
+        self, prompts: list[Prompt], params: SamplingParams, max_in_flight: int | None = None,
+        ledger: Any = None, prompt_tokens: Sequence[int] | None = None,
     ) -> AsyncIterator[Completion]: ...
 
     def generate_iter(
-        self, prompts: list[Prompt], params: SamplingParams, max_in_flight: int | None = None
+        self, prompts: list[Prompt], params: SamplingParams, max_in_flight: int | None = None,
+        ledger: Any = None, prompt_tokens: Sequence[int] | None = None,
     ) -> Iterator[Completion]: ...
 
     def close(self) -> None: ...

@@ -86,9 +86,9 @@ class FakeEngine(BatchMixin):
             return self.answers(text, params)
         return self.answers.get(text, self.default)
 
-    async def acomplete_one(
-        self, prompt: Prompt, params: SamplingParams, index: int = 0
-    ) -> Completion:
+    async def asend(self, prompt: Prompt, params: SamplingParams, index: int = 0) -> Completion:
+        """One attempt: the answer, cut to ``max_tokens`` words (a failure is an unknown
+        outcome, so a ledger keeps its worst case)."""
         self.requests.append((prompt, params))
         if self.fail_after is not None and len(self.requests) > self.fail_after:
             raise EngineError(f"fake engine failure on request {len(self.requests)}")

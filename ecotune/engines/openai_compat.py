@@ -1,9 +1,11 @@
 """An engine for any OpenAI-compatible server (vLLM first of all), over plain httpx.
 
 Why httpx rather than the ``openai`` client: the trial runner needs exact ``usage`` counts,
-vLLM's extra sampling fields in the body, vLLM's ``/tokenize`` endpoint and our own retry
-policy; a thin async client gives all of that with the same throughput (see
-``bench/engine_throughput.py``).
+vLLM's extra sampling fields in the body, vLLM's ``/tokenize`` endpoint, and to know how
+each attempt ended (refused, answered, or unknown) so that it can charge it (see
+:mod:`ecotune.engines.retry` and :mod:`ecotune.ledger`); a thin async client gives all of
+that with the same throughput (see ``bench/engine_throughput.py``). This module sends one
+attempt at a time; the retry policy lives in one place, the batch layer.
 
 Example:
     >>> eng = OpenAIEngine("http://127.0.0.1:8000", "smollm2-135m-instruct", send_seed=False)
@@ -16,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +25,15 @@ import httpx
 
 from ecotune.engines._runner import BatchMixin
 from ecotune.engines.base import Completion, EngineError, Messages, Prompt
+from ecotune.engines.retry import OutcomeUnknown, Refused, parse_retry_after, retrying
 from ecotune.sampling import SamplingParams
 
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+#: Refused before any work, worth another try: nothing was billed.
+RETRY_REFUSED = frozenset({408, 425, 429, 503})
+#: The server failed after the request reached it: it may have generated and billed.
+UNKNOWN_STATUS = frozenset({500, 502, 504})
+#: The connection was never opened or the request never left: nothing can have been billed.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass
@@ -50,15 +57,16 @@ class OpenAIEngine(BatchMixin):
         api_key: Bearer token; default from ``ECOTUNE_API_KEY`` or ``OPENAI_API_KEY``.
         max_concurrency: Most requests in flight at once.
         timeout_s: Per-request timeout.
-        max_retries: Retries after the first attempt on 429/5xx, connection errors,
-            timeouts and malformed responses; then :class:`EngineError`.
+        max_retries: Retries after the first attempt on 408/425/429/5xx, connection
+            errors, timeouts and unreadable answers; then :class:`EngineError`. Each retry
+            is a new request that the caller's ledger must authorize.
         send_seed: Send ``params.seed``; False for vLLM's CPU build (a seed crashes it).
         use_chat: Send text prompts to ``/v1/chat/completions`` as one user message.
             Prompts given as message lists always use the chat endpoint.
         tokenizer: Local HF tokenizer (path or name) used when the server has no
             ``/tokenize``; default: ``model``.
-        backoff_base_s: First retry delay; doubles per attempt (full jitter), capped at
-            ``backoff_max_s``. A ``Retry-After`` header is honoured up to the cap.
+        backoff_base_s: Scale of the retry delay; doubles per attempt (full jitter), capped
+            at ``backoff_max_s``. A ``Retry-After`` header is honoured up to the cap.
     """
 
     def __init__(
@@ -133,46 +141,48 @@ class OpenAIEngine(BatchMixin):
         """Close the connection pool of the running loop (for callers of the async API)."""
         await self._aclose()
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
-        if retry_after:
-            try:
-                return min(self.backoff_max_s, max(0.0, float(retry_after)))
-            except ValueError:
-                pass
-        return random.uniform(cap / 2, cap)
-
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries; returns the decoded JSON object."""
+    async def _post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One POST; the decoded JSON object, or a classified failure (see module doc)."""
         st = self._state()
         url = f"{self.base_url}{path}"
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            retry_after: str | None = None
-            try:
-                async with st.sem:
-                    r = await st.client.post(path, json=body)
-                if r.status_code in RETRY_STATUS:
-                    retry_after = r.headers.get("retry-after")
-                    last = f"HTTP {r.status_code}: {r.text[:300]}"
-                elif r.status_code >= 400:
-                    raise EngineError(
-                        f"POST {url} failed with HTTP {r.status_code}: {_error_text(r)}"
-                    )
-                else:
-                    data = r.json()
-                    if not isinstance(data, dict):
-                        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-                    return data
-            except httpx.TimeoutException as e:
-                last = f"timeout after {self.timeout_s}s ({type(e).__name__})"
-            except httpx.RequestError as e:
-                last = f"connection error: {type(e).__name__}: {e}"
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
-                last = f"malformed response: {e}"
-            if attempt < self.max_retries:
-                await asyncio.sleep(self._delay(attempt, retry_after))
-        raise EngineError(f"POST {url} failed after {self.max_retries + 1} attempts; last: {last}")
+        try:
+            async with st.sem:
+                r = await st.client.post(path, json=body)
+        except NOT_SENT as e:
+            raise Refused(f"connection error: {type(e).__name__}: {e}", retryable=True) from e
+        except httpx.TimeoutException as e:
+            raise OutcomeUnknown(f"timeout after {self.timeout_s}s ({type(e).__name__})") from e
+        except httpx.RequestError as e:
+            raise OutcomeUnknown(f"connection error: {type(e).__name__}: {e}") from e
+        if r.status_code in RETRY_REFUSED:
+            raise Refused(f"HTTP {r.status_code}: {r.text[:300]}", retryable=True,
+                          retry_after=parse_retry_after(r.headers.get("retry-after")))
+        if r.status_code in UNKNOWN_STATUS:
+            raise OutcomeUnknown(f"HTTP {r.status_code}: {r.text[:300]}")
+        if r.status_code >= 400:
+            raise Refused(f"POST {url} failed with HTTP {r.status_code}: {_error_text(r)}",
+                          retryable=False)
+        try:
+            data = r.json()
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            raise OutcomeUnknown(f"malformed response: {e}") from e
+        if not isinstance(data, dict):
+            raise OutcomeUnknown(f"malformed response: a JSON {type(data).__name__}")
+        return data
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A POST that bills nothing (``/tokenize``), under the same retry policy."""
+        attempts = 0
+        try:
+            async for attempt in retrying(self.max_retries, self.backoff_base_s,
+                                          self.backoff_max_s):
+                with attempt:
+                    attempts += 1
+                    return await self._post_once(path, body)
+        except (Refused, OutcomeUnknown) as e:
+            raise EngineError(f"POST {self.base_url}{path} failed after {attempts} "
+                              f"attempt{'s' if attempts != 1 else ''}; last: {e}") from e
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     # -- API -------------------------------------------------------------------------------
     def check(self) -> None:
@@ -204,24 +214,27 @@ class OpenAIEngine(BatchMixin):
         body["prompt"] = prompt
         return "/v1/completions", body
 
-    async def acomplete_one(
-        self, prompt: Prompt, params: SamplingParams, index: int = 0
-    ) -> Completion:
-        """One request; ``index`` is copied into the result for batch bookkeeping."""
+    async def asend(self, prompt: Prompt, params: SamplingParams, index: int = 0) -> Completion:
+        """One attempt of one request (the batch layer charges and retries it).
+
+        A 200 without a readable ``usage`` is an unknown outcome (the server generated, and
+        nobody can say how much); a 200 with ``usage`` is final even when its completion is
+        malformed: it comes back with ``finish_reason="error"`` and its tokens charged.
+        """
         path, body = self._request(prompt, params)
-        err: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            data = await self._post(path, body)
-            try:
-                return _parse_completion(data, chat=path.endswith("chat/completions"), index=index)
-            except (KeyError, TypeError, ValueError) as e:
-                err = e
-                if attempt < self.max_retries:
-                    await asyncio.sleep(self._delay(attempt, None))
-        raise EngineError(
-            f"POST {self.base_url}{path}: malformed completion after "
-            f"{self.max_retries + 1} attempts: {err!r}"
-        )
+        data = await self._post_once(path, body)
+        try:
+            usage = data["usage"]
+            pt, ct = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise OutcomeUnknown(f"a 200 without usable usage: {e!r}") from e
+        try:
+            return _parse_completion(data, chat=path.endswith("chat/completions"), index=index,
+                                     usage=(pt, ct))
+        except (KeyError, TypeError, ValueError) as e:
+            return Completion(text="", prompt_tokens=pt, completion_tokens=ct,
+                              finish_reason="error", index=index,
+                              error=f"malformed completion: {e!r}")
 
     async def acount_prompt_tokens(self, prompts: list[Prompt]) -> list[int]:
         """Exact prompt token counts via the server's ``/tokenize`` (vLLM), or a local
@@ -282,7 +295,8 @@ def _as_messages(prompt: Prompt) -> Messages:
     return prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
 
 
-def _parse_completion(data: dict[str, Any], *, chat: bool, index: int) -> Completion:
+def _parse_completion(data: dict[str, Any], *, chat: bool, index: int,
+                      usage: tuple[int, int]) -> Completion:
     choices = sorted(data["choices"], key=lambda c: int(c.get("index", 0)))
     if not choices:
         raise ValueError("no choices in response")
@@ -290,11 +304,10 @@ def _parse_completion(data: dict[str, Any], *, chat: bool, index: int) -> Comple
     if not all(isinstance(t, str) for t in texts):
         raise ValueError("choice text is not a string")
     reasons = [c.get("finish_reason") for c in choices]
-    usage = data["usage"]
     return Completion(
         text=texts[0] if len(texts) == 1 else texts,
-        prompt_tokens=int(usage["prompt_tokens"]),
-        completion_tokens=int(usage["completion_tokens"]),
+        prompt_tokens=usage[0],
+        completion_tokens=usage[1],
         finish_reason=reasons[0] if len(reasons) == 1 else reasons,
         index=index,
     )

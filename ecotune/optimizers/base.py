@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,9 @@ class Optimizer:
         study_name: the study's name, recorded in the journal header.
         header_extra: more fields for the journal header (e.g. ``spec`` and ``tags`` that
             tracking replays from the journal); not compared on resume.
+        prompt_tokens: ``config -> exact prompt tokens of each of the first r_max
+            instances`` (:class:`~ecotune.prompt_tokens.PromptTokens`): trials' worst cases
+            then use exact prompt tokens, and the cost model predicts only completions.
         candidates: a finite set of allowed configs (vetted presets, or the configs of a
             recorded benchmark table). Every proposal is one of them: optimizers that model
             the score (``candidate_aware``) choose among them directly, the others'
@@ -77,6 +81,7 @@ class Optimizer:
         study_name: str | None = None,
         header_extra: dict[str, Any] | None = None,
         candidates: list[dict[str, Any]] | None = None,
+        prompt_tokens: Callable[[dict[str, Any]], np.ndarray] | None = None,
     ):
         if not isinstance(space, SearchSpace):
             raise TypeError("space must be an ecotune.SearchSpace")
@@ -97,6 +102,7 @@ class Optimizer:
                                        max_trials=max_trials, patience=patience,
                                        min_delta=min_delta)
         self.cost_model = TokenCostModel(prompt_tokens_hint)
+        self.prompt_tokens = prompt_tokens
         self.trials: dict[int, Trial] = {}
         self.results: dict[int, TrialResult] = {}
         self.pending: dict[int, Trial] = {}
@@ -163,17 +169,28 @@ class Optimizer:
         config, r, meta = proposal
         if self.candidates is not None and not self.candidate_aware:
             config = self.nearest_candidate(config)
-        config = {**self.fixed, **config}
+        # canonical: settings inert in this config (sampling knobs under greedy decoding)
+        # are dropped, so configs that decode identically are one config everywhere
+        config = self.space.canonical({**self.fixed, **config})
         r = int(min(max(r, self.r_min), self.r_max))
-        per_instance = self.cost_model.worst_case_per_instance(self._max_completion(config))
-        limit = int(min(self.budget.available, math.ceil(r * per_instance + self.cost_model.beta())))
-        if limit < per_instance:
+        max_c = self._max_completion(config)
+        x = self.space.encode(config)
+        if self.prompt_tokens is not None:  # exact worst case: prompts are known
+            prompts = self.prompt_tokens(config)
+            first = int(prompts[0]) + max_c
+            limit = int(min(self.budget.available, int(prompts[:r].sum()) + r * max_c))
+            predicted = float(self.cost_model.predict(x[None], [max_c], r,
+                                                      prompt_tokens=[prompts[:r].sum()])[0])
+        else:
+            first = self.cost_model.worst_case_per_instance(max_c)
+            limit = int(min(self.budget.available,
+                            math.ceil(r * first + self.cost_model.beta())))
+            predicted = float(self.cost_model.predict(x[None], [max_c], r)[0])
+        if limit < first:
             self.stop_reason = "budget"
             return None
-        x = self.space.encode(config)
-        predicted = float(self.cost_model.predict(x[None], [self._max_completion(config)], r)[0])
         trial = Trial(id=self._next_id, config=config, fidelity=r, token_limit=limit,
-                      predicted_tokens=predicted)
+                      predicted_tokens=predicted, prune_below=self.prune_below())
         if self.journal is not None:
             self.journal.append({"type": "ask", "key": f"ask:{trial.id}", "trial": trial.to_dict(),
                                  "meta": meta, "time": time.time()})
@@ -259,6 +276,11 @@ class Optimizer:
     def tokens_used(self) -> int:
         return self.budget.used
 
+    @property
+    def tokens_reused(self) -> int:
+        """Tokens not bought again: cached answers and measurements kept across trials."""
+        return sum(r.reused_tokens for r in self.results.values())
+
     def observations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Encoded configs (N, d), instances evaluated (N,), scores (N,) of scored trials."""
         rows = [(self.space.encode(self.trials[i].config), r.n_evaluated, r.score)
@@ -272,7 +294,8 @@ class Optimizer:
     def summary(self) -> dict[str, Any]:
         cfg, score = self.best()
         return {"optimizer": self.name, "trials": len(self.results), "pending": len(self.pending),
-                "tokens_used": self.budget.used, "budget_tokens": self.budget.budget_tokens,
+                "tokens_used": self.budget.used, "tokens_reused": self.tokens_reused,
+                "budget_tokens": self.budget.budget_tokens,
                 "best_config": cfg, "best_score": score, "stop_reason": self.stop_reason,
                 "eta": self.budget.eta}
 
@@ -317,6 +340,11 @@ class Optimizer:
         return np.random.default_rng([self.seed, *salt])
 
     # ------------------------------------------------------------------ subclass hooks
+    def prune_below(self) -> float | None:
+        """The score a new trial must still be able to reach, or None: never stop early
+        (optimizers that prune override this; see :mod:`ecotune.pruning`)."""
+        return None
+
     def _propose(self) -> Proposal | None:
         raise NotImplementedError
 
@@ -378,7 +406,7 @@ def _make_result(t, score, tokens, n_evaluated, prompt_tokens, completion_tokens
 
 
 def _check_result(t: Trial, r: TrialResult) -> None:
-    if r.prompt_tokens < 0 or r.completion_tokens < 0:
+    if r.prompt_tokens < 0 or r.completion_tokens < 0 or r.unsettled_tokens < 0:
         raise ValueError("token counts must be >= 0")
     if not 0 <= r.n_evaluated <= t.fidelity:
         raise ValueError(f"n_evaluated ({r.n_evaluated}) must be in [0, {t.fidelity}]")
@@ -392,4 +420,6 @@ def _result_from_dict(d: dict[str, Any]) -> TrialResult:
                        n_evaluated=int(d["n_evaluated"]), status=TrialStatus(d["status"]),
                        instance_ids=list(d.get("instance_ids", [])),
                        instance_scores=list(d.get("instance_scores", [])),
-                       error=d.get("error"), wall_time_s=float(d.get("wall_time_s", 0.0)))
+                       error=d.get("error"), wall_time_s=float(d.get("wall_time_s", 0.0)),
+                       unsettled_tokens=int(d.get("unsettled_tokens", 0)),
+                       reused_tokens=int(d.get("reused_tokens", 0)))

@@ -1,11 +1,18 @@
-"""The EcoTune optimizer: multi-fidelity GP + token-aware EI + budget control.
+"""The EcoTune optimizer: GP surrogate + token-aware EI + budget control.
 
-Each ask: fit the GP over (config, fidelity) by marginal likelihood, take the incumbent
-f* at r_max, score a candidate set at every fidelity level by EI per expected token
-(eq. 3), and pick the fidelity by the promotion rule with threshold τ (eq. 4). The budget
-controller's η sets the exploration margin, and when T̂ (eq. 8) says at most one more
-full-fidelity trial is affordable, the last one goes to the best predicted configuration
-at r_max, so the study always ends with a configuration measured at r_max.
+Each ask fits a GP, takes the incumbent f*, scores candidate (config, fidelity) pairs by EI
+per expected token and picks the fidelity; when T̂ (eq. 8) says at most one more
+full-fidelity trial is affordable, the last one goes to the best predicted configuration at
+r_max, so the study always ends with a configuration measured at r_max. Two acquisitions
+(see :mod:`ecotune.acquisition`):
+
+* ``lookahead`` (default): one GP over configs, each config's prefix mean at its largest r
+  as an unbiased observation with binomial noise p(1 − p)/r; EI of the posterior mean after
+  Δ more instances, per token of those Δ instances (promotion keeps what was measured);
+  the scale-free fidelity rule with τ as a ratio (default 0.5). Losing trials are stopped
+  early (``prune_below`` = the incumbent's lower bound, :mod:`ecotune.pruning`).
+* ``paper``: the paper's multi-fidelity GP, eq. 3 and eq. 4 with an absolute τ on EI per
+  1,000 tokens at r_max (default 0.002).
 """
 
 from __future__ import annotations
@@ -16,28 +23,42 @@ import gpytorch
 import numpy as np
 import torch
 
-from ecotune.acquisition import TokenAwareExpectedImprovement, choose_fidelity, fidelity_levels
+from ecotune.acquisition import (
+    TokenAwareExpectedImprovement,
+    choose_fidelity,
+    choose_fidelity_ratio,
+    fidelity_levels,
+    log_lookahead_ei,
+)
 from ecotune.candidates import candidate_set
 from ecotune.optimizers.base import Optimizer, Proposal, encoded_key
+from ecotune.pruning import incumbent_floor
 from ecotune.surrogate import (
+    as_tensor,
     fidelity_to_unit,
     fit_multi_fidelity_gp,
+    fit_single_fidelity_gp,
     hyperparameters,
     posterior_mean_std,
+    score_noise,
 )
 from ecotune.trial import TrialStatus
+
+ACQUISITIONS = ("lookahead", "paper")
+DEFAULT_TAU = {"lookahead": 0.5, "paper": 0.002}
 
 
 class EcoTuneOptimizer(Optimizer):
     """Token-aware multi-fidelity Bayesian optimisation.
 
     Args:
-        tau: promotion threshold τ on EI per 1,000 tokens at r_max.
+        acquisition: ``lookahead`` (default) or ``paper`` (see the module docstring).
+        tau: the fidelity rule's threshold: a ratio for ``lookahead`` (default 0.5), EI per
+            1,000 tokens at r_max for ``paper`` (default 0.002).
+        early_stopping: stop trials that can no longer beat the incumbent (``lookahead``).
         n_init: initial Sobol configurations (default: max(4, d // 2 + 2)).
-        initial_configs: configs to run first, before the Sobol design (e.g. the serving
-            default or the HELM default: a study then never ends worse than the default
-            measured at r_max would be, if it is best). With ``candidates``, each is
-            replaced by its nearest candidate.
+        initial_configs: configs to run first, before the Sobol design (e.g. the HELM
+            default). With ``candidates``, each is replaced by its nearest candidate.
         init_fidelity: fidelity of the initial design (default: the second fidelity level;
             r_min alone is often too noisy to rank anything).
         n_levels: fidelity levels considered between r_min and r_max.
@@ -48,17 +69,23 @@ class EcoTuneOptimizer(Optimizer):
     single_fidelity = False
     candidate_aware = True
 
-    def __init__(self, *args: Any, tau: float = 0.002, n_init: int | None = None,
-                 n_levels: int = 4, n_candidates: int = 512, init_fidelity: int | None = None,
+    def __init__(self, *args: Any, acquisition: str = "lookahead", tau: float | None = None,
+                 early_stopping: bool = True, n_init: int | None = None, n_levels: int = 4,
+                 n_candidates: int = 512, init_fidelity: int | None = None,
                  initial_configs: list[dict[str, Any]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if acquisition not in ACQUISITIONS:
+            raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {acquisition!r}")
+        tau = DEFAULT_TAU[acquisition] if tau is None else float(tau)
         if tau < 0:
             raise ValueError("tau must be >= 0")
-        self.tau = float(tau)
+        self.acquisition, self.tau = acquisition, tau
+        self.early_stopping = bool(early_stopping) and acquisition == "lookahead"
         self.n_init = int(n_init if n_init is not None else max(4, self.space.dim // 2 + 2))
         self.levels = fidelity_levels(self.r_min, self.r_max, n_levels)
         self.n_candidates = n_candidates
-        self.initial_configs = [self.space.validate_config(c) for c in (initial_configs or [])]
+        self.initial_configs = [self.space.canonical(self.space.validate_config(c))
+                                for c in (initial_configs or [])]
         self.init_fidelity = int(init_fidelity if init_fidelity is not None
                                  else self.levels[min(1, len(self.levels) - 1)])
         self._hyper: dict | None = None
@@ -66,7 +93,8 @@ class EcoTuneOptimizer(Optimizer):
         self._final_done = False
         self.last_decision: dict[str, Any] = {}
         self._options.update(tau=tau, n_init=self.n_init, n_levels=n_levels,
-                             initial_configs=self.initial_configs)
+                             initial_configs=self.initial_configs, acquisition=acquisition,
+                             early_stopping=self.early_stopping)
 
     # ------------------------------------------------------------------ proposal
     def _propose(self) -> Proposal | None:
@@ -81,78 +109,104 @@ class EcoTuneOptimizer(Optimizer):
             if self.candidates is not None:
                 cfg = self._unseen_candidate(cfg)
             return cfg, self.init_fidelity, {"phase": "init"}
-        return self._bo_step(X, n, y)
+        if self.acquisition == "paper":
+            return self._paper_step(X, n, y)
+        return self._lookahead_step()
 
-    def _bo_step(self, X: np.ndarray, n: np.ndarray, y: np.ndarray) -> Proposal | None:
-        s = fidelity_to_unit(n, self.r_min, self.r_max)
-        # refit hyperparameters while data is scarce, then whenever it grew by 10%
+    def prune_below(self) -> float | None:
+        """The incumbent's lower bound at r_max: a trial that cannot reach it stops."""
+        if not self.early_stopping:
+            return None
+        best = None
+        for r in self.results.values():
+            if r.status == TrialStatus.FAILED or r.score is None or r.n_evaluated < self.r_max:
+                continue
+            if best is None or r.score > best.score:
+                best = r
+        if best is None:
+            return None
+        scores = best.instance_scores or [float(best.score)] * best.n_evaluated
+        return incumbent_floor(scores)
+
+    # ------------------------------------------------------------------ lookahead
+    def per_config(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One observation per config: its prefix mean over the most instances measured."""
+        best: dict[tuple[float, ...], tuple[np.ndarray, float, float]] = {}
+        X, n, y = self.observations()
+        for x, k, s in zip(X, n, y, strict=True):
+            key = encoded_key(x)
+            if key not in best or k >= best[key][1]:
+                best[key] = (x, k, s)
+        if not best:
+            return X, n, y
+        xs, ns, ys = zip(*best.values(), strict=True)
+        return np.stack(xs), np.array(ns, float), np.array(ys, float)
+
+    def _lookahead_step(self) -> Proposal | None:
+        X, n, y = self.per_config()
         refit = self._hyper is None or len(y) < 30 or len(y) >= 1.1 * self._fitted_n
-        model = fit_multi_fidelity_gp(X, s, y, n, self._hyper, refit=refit)
+        model = fit_single_fidelity_gp(X, y, n, self._hyper, refit=refit)
         if refit:
             self._hyper, self._fitted_n = hyperparameters(model), len(y)
-        mu_full, _ = posterior_mean_std(model, np.column_stack([X, np.ones(len(X))]))
-        f_star = float(mu_full.max())
-        if self.candidate_X is None:  # Sobol + local refinement around the 3 best predictions
-            C = candidate_set(self.space, self._rng(self._next_id, 1),
-                              centres=X[np.argsort(-mu_full)[:3]], n_global=self.n_candidates)
-        else:
-            C = self.candidate_X
-        levels = self.levels
-        L = len(levels)
-        Z = np.column_stack([np.repeat(C, L, axis=0),
-                             np.tile(fidelity_to_unit(levels, self.r_min, self.r_max), len(C))])
-        max_tok = np.repeat([self._max_completion(self.space.decode(c) | self.fixed) for c in C], L)
-        r = np.tile(levels, len(C))
-        cost = self.cost_model.predict(Z[:, :-1], max_tok, r)
-
-        def cost_fn(Zt: torch.Tensor) -> torch.Tensor:  # Zt is Z: costs precomputed per row
-            return torch.as_tensor(cost)
-
-        xi = self.budget.eta * float(np.std(y) if len(y) > 1 else 0.0)
-        acqf = TokenAwareExpectedImprovement(model, best_f=f_star, cost=cost_fn, xi=xi)
-        with torch.no_grad(), gpytorch.settings.fast_pred_var():
-            log_eipt = acqf.log_ei_per_token(torch.as_tensor(Z).unsqueeze(-2)).numpy()
-        penalty = self._pending_penalty(Z, model)
-        # a (config, r) pair whose config already ran (or runs) at >= r would re-measure
-        # the same nested instances: it can teach nothing, so it is never proposed
-        done = self._measured(C, levels)
-        if done.all():
+        mu_obs, _ = posterior_mean_std(model, X)
+        f_star = float(mu_obs.max())
+        C = self._candidates(X, mu_obs)
+        levels, L = self.levels, len(self.levels)
+        done = self._measured_counts(C)                         # (len(C),)
+        delta = levels[None, :] - done[:, None]                 # instances still to buy
+        valid = delta > 0
+        if not valid.any():
             return None
-        penalty = np.where(done.reshape(-1), -np.inf, penalty)
-        eipt_k = np.exp(log_eipt + penalty).reshape(len(C), L) * 1000.0  # per 1,000 tokens
-        # Cost cooling (EI-cool): the cost's weight shrinks as the budget is spent, so the
-        # search is not drawn to configs that are cheap because they are useless (answers
-        # cut off by a tiny max_tokens) while the improvement they promise is noise.
-        cool = max(self.budget.remain, 0) / self.budget.budget_tokens
-        utility = (log_eipt + penalty + (1.0 - cool) * np.log(cost)).reshape(len(C), L)
-        c, li, promoted = choose_fidelity(eipt_k, self.tau, utility=utility)
-        # eq. 8: if the budget affords at most one more full-fidelity trial, exploit.
-        full_cost = float(cost.reshape(len(C), L)[c, -1])
-        t_hat = self.budget.t_hat(full_cost)
-        phase = "promote" if promoted else "explore"
-        # the final candidate: the observed config (seen at a lower fidelity, or at r_max)
-        # with the best predicted full-fidelity score, not an extrapolation
-        full_seen = {encoded_key(x) for x, k in zip(X, n, strict=True) if k >= self.r_max}
-        fresh = [i for i, x in enumerate(X) if encoded_key(x) not in full_seen]
-        pool = X[fresh] if fresh else C
-        mu_p, _ = posterior_mean_std(model, np.column_stack([pool, np.ones(len(pool))]))
-        final_x = pool[int(np.argmax(mu_p))]
-        worst_full = self.r_max * self.cost_model.worst_case_per_instance(
-            self._max_completion(self.space.decode(final_x) | self.fixed))
-        if (t_hat <= 1 or self.budget.available < 2 * worst_full) and not self._final_done:
-            # the last full trial the budget surely affords goes to the best prediction
-            self._final_done = True
-            self.last_decision = {"phase": "final", "f_star": f_star, "t_hat": t_hat,
-                                  "eta": self.budget.eta, "fidelity": self.r_max}
-            return self.space.decode(final_x), self.r_max, dict(self.last_decision)
-        self.last_decision = {"phase": phase, "f_star": f_star, "t_hat": t_hat,
-                              "eipt_full_per_1k": float(eipt_k[:, -1].max()),
-                              "eipt_best_per_1k": float(eipt_k.max()), "eta": self.budget.eta,
-                              "fidelity": int(levels[li])}
+        mu, sd = posterior_mean_std(model, C)
+        noise = score_noise(np.repeat(mu, L), np.maximum(delta, 1).reshape(-1))
+        xi = self.budget.eta * float(np.std(y) if len(y) > 1 else 0.0)
+        log_ei = log_lookahead_ei(np.repeat(mu, L), np.repeat(sd, L), noise, f_star, xi)
+        configs = [self.space.decode(c) | self.fixed for c in C]
+        max_tok = np.repeat([self._max_completion(cfg) for cfg in configs], L)
+        cost = self.cost_model.predict(np.repeat(C, L, axis=0), max_tok,
+                                       np.maximum(delta, 1).reshape(-1),
+                                       prompt_tokens=self._increment_prompts(configs, done))
+        penalty = self._pending_penalty(C, model)
+        log_eipt = (log_ei - np.log(cost)).reshape(len(C), L) + penalty[:, None]
+        log_eipt = np.where(valid, log_eipt, -np.inf)
+        cool = max(self.budget.remain, 0) / self.budget.budget_tokens  # EI-cool, see paper
+        utility = log_eipt + (1.0 - cool) * np.log(cost).reshape(len(C), L)
+        c = int(np.unravel_index(int(np.argmax(utility)), utility.shape)[0])
+        li = choose_fidelity_ratio(log_eipt[c], self.tau)
+        final = self._final_choice(model, X, n, f_star, lambda P: posterior_mean_std(model, P))
+        if final is not None:
+            return final
+        self.last_decision = {
+            "phase": "promote" if done[c] > 0 else "explore", "f_star": f_star,
+            "eta": self.budget.eta, "fidelity": int(levels[li]), "already": int(done[c]),
+            "t_hat": self.budget.t_hat(float(cost.reshape(len(C), L)[c, -1])),
+            "eipt_per_1k": float(np.exp(log_eipt[c, li]) * 1000.0)}
         return self.space.decode(C[c]), int(levels[li]), dict(self.last_decision)
 
-    def _measured(self, C: np.ndarray, levels: np.ndarray) -> np.ndarray:
-        """(len(C), len(levels)) mask: that config already ran or runs at >= that level."""
+    def _increment_prompts(self, configs: list[dict[str, Any]], done: np.ndarray
+                           ) -> np.ndarray | None:
+        """Exact prompt tokens of the instances each (config, level) would add, shape
+        (len(configs) * levels,), when prompt costs are known; else None."""
+        if self.prompt_tokens is None:
+            return None
+        out = np.zeros((len(configs), len(self.levels)))
+        for i, cfg in enumerate(configs):
+            cum = np.concatenate([[0], np.cumsum(self.prompt_tokens(cfg))])
+            lo = cum[int(min(done[i], self.r_max))]
+            out[i] = np.maximum(cum[np.asarray(self.levels)] - lo, 0)
+        return out.reshape(-1)
+
+    def _candidates(self, X: np.ndarray, mu_obs: np.ndarray) -> np.ndarray:
+        """Sobol + local refinement around the best three, plus every observed config (so
+        promotions compete with new configs); or the finite candidate set."""
+        if self.candidate_X is not None:
+            return self.candidate_X
+        C = candidate_set(self.space, self._rng(self._next_id, 1),
+                          centres=X[np.argsort(-mu_obs)[:3]], n_global=self.n_candidates)
+        return np.vstack([C, X])
+
+    def _measured_counts(self, C: np.ndarray) -> np.ndarray:
+        """Instances each candidate config already has (or gets from a running trial)."""
         most: dict[tuple[float, ...], int] = {}
         for tid, t in self.trials.items():
             res = self.results.get(tid)
@@ -160,18 +214,89 @@ class EcoTuneOptimizer(Optimizer):
                 continue  # a failed trial measured nothing
             k = encoded_key(self.space.encode(t.config))
             most[k] = max(most.get(k, 0), t.fidelity if res is None else res.n_evaluated)
-        seen = np.array([most.get(encoded_key(c), 0) for c in C])
-        return seen[:, None] >= np.asarray(levels)[None, :]
+        return np.array([most.get(encoded_key(c), 0) for c in C], float)
 
-    def _pending_penalty(self, Z: np.ndarray, model) -> np.ndarray:
+    def _final_choice(self, model, X: np.ndarray, n: np.ndarray, f_star: float,
+                      predict) -> Proposal | None:
+        """Eq. 8: when the budget affords at most one more full trial, it goes to the
+        observed config (not yet at r_max) with the best predicted full score."""
+        if self._final_done:
+            return None
+        fresh = [i for i, k in enumerate(n) if k < self.r_max]
+        pool = X[fresh] if fresh else X
+        mu_p, _ = predict(pool)
+        final_x = pool[int(np.argmax(mu_p))]
+        max_tok = self._max_completion(self.space.decode(final_x) | self.fixed)
+        expected = float(self.cost_model.predict(final_x[None], [max_tok], self.r_max)[0])
+        worst = self.r_max * self.cost_model.worst_case_per_instance(max_tok)
+        t_hat = self.budget.t_hat(expected)
+        if t_hat <= 1 or self.budget.available < 2 * worst:
+            self._final_done = True
+            self.last_decision = {"phase": "final", "f_star": f_star, "t_hat": t_hat,
+                                  "eta": self.budget.eta, "fidelity": self.r_max}
+            return self.space.decode(final_x), self.r_max, dict(self.last_decision)
+        return None
+
+    # ------------------------------------------------------------------ paper
+    def _paper_step(self, X: np.ndarray, n: np.ndarray, y: np.ndarray) -> Proposal | None:
+        """The paper's eq. 3 and 4 over a multi-fidelity GP on every (config, r) observed."""
+        s = fidelity_to_unit(n, self.r_min, self.r_max)
+        refit = self._hyper is None or len(y) < 30 or len(y) >= 1.1 * self._fitted_n
+        model = fit_multi_fidelity_gp(X, s, y, n, self._hyper, refit=refit)
+        if refit:
+            self._hyper, self._fitted_n = hyperparameters(model), len(y)
+
+        def at_full(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return posterior_mean_std(model, np.column_stack([P, np.ones(len(P))]))
+
+        mu_full, _ = at_full(X)
+        f_star = float(mu_full.max())
+        C = self._candidates(X, mu_full)
+        levels, L = self.levels, len(self.levels)
+        Z = np.column_stack([np.repeat(C, L, axis=0),
+                             np.tile(fidelity_to_unit(levels, self.r_min, self.r_max), len(C))])
+        max_tok = np.repeat([self._max_completion(self.space.decode(c) | self.fixed)
+                             for c in C], L)
+        cost = self.cost_model.predict(Z[:, :-1], max_tok, np.tile(levels, len(C)))
+
+        def cost_fn(Zt: torch.Tensor) -> torch.Tensor:  # Zt is Z: costs precomputed per row
+            return as_tensor(cost)
+
+        xi = self.budget.eta * float(np.std(y) if len(y) > 1 else 0.0)
+        acqf = TokenAwareExpectedImprovement(model, best_f=f_star, cost=cost_fn, xi=xi)
+        with torch.no_grad(), gpytorch.settings.fast_pred_var():
+            log_eipt = acqf.log_ei_per_token(as_tensor(Z).unsqueeze(-2)).numpy()
+        penalty = self._pending_penalty(Z, model, fidelity=True)
+        # a (config, r) pair whose config already ran (or runs) at >= r re-measures nothing
+        done = self._measured_counts(C)[:, None] >= levels[None, :]
+        if done.all():
+            return None
+        penalty = np.where(done.reshape(-1), -np.inf, penalty)
+        eipt_k = np.exp(log_eipt + penalty).reshape(len(C), L) * 1000.0  # per 1,000 tokens
+        cool = max(self.budget.remain, 0) / self.budget.budget_tokens
+        utility = (log_eipt + penalty + (1.0 - cool) * np.log(cost)).reshape(len(C), L)
+        c, li, promoted = choose_fidelity(eipt_k, self.tau, utility=utility)
+        final = self._final_choice(model, X, n, f_star, at_full)
+        if final is not None:
+            return final
+        self.last_decision = {"phase": "promote" if promoted else "explore", "f_star": f_star,
+                              "t_hat": self.budget.t_hat(float(cost.reshape(len(C), L)[c, -1])),
+                              "eipt_full_per_1k": float(eipt_k[:, -1].max()),
+                              "eipt_best_per_1k": float(eipt_k.max()), "eta": self.budget.eta,
+                              "fidelity": int(levels[li])}
+        return self.space.decode(C[c]), int(levels[li]), dict(self.last_decision)
+
+    def _pending_penalty(self, Z: np.ndarray, model, fidelity: bool = False) -> np.ndarray:
         """Local penalisation of running trials' points so parallel asks spread out."""
         if not self.pending:
             return np.zeros(len(Z))
         P = np.array([np.append(self.space.encode(t.config),
-                                fidelity_to_unit(t.fidelity, self.r_min, self.r_max))
+                                [fidelity_to_unit(t.fidelity, self.r_min, self.r_max)]
+                                if fidelity else [])
                       for t in self.pending.values()])
         try:
-            ls = model.covar_module.base_kernel.lengthscale.detach().numpy().reshape(-1)
+            kernel = getattr(model.covar_module, "base_kernel", model.covar_module)
+            ls = kernel.lengthscale.detach().numpy().reshape(-1)
         except AttributeError:
             ls = np.full(Z.shape[1], 0.2)
         ls = np.resize(ls, Z.shape[1]) if ls.size != Z.shape[1] else ls

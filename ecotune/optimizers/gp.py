@@ -5,13 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from botorch.acquisition.analytic import LogExpectedImprovement
 from botorch.optim import optimize_acqf_discrete
 
 from ecotune.candidates import candidate_set
 from ecotune.optimizers.base import Optimizer, Proposal, encoded_key
-from ecotune.surrogate import fit_single_fidelity_gp, hyperparameters, posterior_mean_std
+from ecotune.surrogate import (
+    as_tensor,
+    fit_single_fidelity_gp,
+    hyperparameters,
+    posterior_mean_std,
+)
 
 
 class BoTorchOptimizer(Optimizer):
@@ -51,7 +55,7 @@ class BoTorchOptimizer(Optimizer):
             seen = {encoded_key(x) for x in taken}
             if all(encoded_key(c) in seen for c in C):
                 return None
-        avoid = torch.as_tensor(np.array(taken)) if taken else None
+        avoid = as_tensor(np.array(taken)) if taken else None
         acqf = LogExpectedImprovement(model, best_f=float(mu.max()))
-        best, _ = optimize_acqf_discrete(acqf, q=1, choices=torch.as_tensor(C), X_avoid=avoid)
+        best, _ = optimize_acqf_discrete(acqf, q=1, choices=as_tensor(C), X_avoid=avoid)
         return self.space.decode(best[0].numpy()), self.r_max, {"phase": "bo"}

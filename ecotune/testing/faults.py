@@ -3,19 +3,26 @@
 It serves ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` and vLLM's
 ``/tokenize`` over real sockets (a threaded ``http.server``), answers with plausible
 completions carrying ``usage`` (tokens = whitespace-split words, as :class:`FakeEngine`),
-and injects faults from a configurable plan:
+and injects faults from a configurable plan.
 
-* ``429`` / ``500`` / ``503`` (optionally with ``Retry-After``),
-* ``timeout``: sleep past the client's timeout before answering,
-* ``drop``: close the connection without an answer,
-* ``malformed``: a 200 with a body that is not JSON,
-* ``nousage``: a 200 JSON completion without ``usage`` (malformed for the client),
-* ``ok``: a normal answer.
+It **bills like a real server**: whatever it generates is billed, whether or not the client
+ever sees the answer. Faults that strike after generation (billed):
+
+* ``timeout``: generate, then answer only after the client's timeout,
+* ``drop``: generate, then close the connection without an answer,
+* ``500``: generate, then answer 500,
+* ``malformed``: generate, then a 200 whose body is not JSON,
+* ``nousage``: generate, then a 200 JSON completion without ``usage``,
+* ``badchoice``: generate, then a 200 with ``usage`` but no usable choice;
+
+faults that refuse before any work (billed nothing): ``429`` and ``503`` (optionally with
+``Retry-After``); and ``ok``, a normal answer.
 
 Faults apply to generation requests only (``/v1/completions`` and chat); ``/tokenize`` and
 ``/v1/models`` answer normally unless ``fault_all=True``. ``models`` sets the served list
-(a wrong list makes ``engine.check()`` fail). Every request is counted, every fault and
-every token billed in a 200 is recorded, so tests can check the client's accounting.
+(a wrong list makes ``engine.check()`` fail). Every request is counted, and every fault and
+every billed token recorded (``stats["billed_tokens"]``, the server's true bill), so tests
+can check the client's accounting against it.
 
 Run standalone (for subprocess tests)::
 
@@ -44,7 +51,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("429", "500", "503", "timeout", "drop", "malformed", "nousage")
+FAULTS = ("429", "500", "503", "timeout", "drop", "malformed", "nousage", "badchoice")
+#: Faults that strike after the completion was generated: the server bills them.
+BILLED_FAULTS = frozenset({"500", "timeout", "drop", "malformed", "nousage", "badchoice"})
 MODEL = "fault-model"
 _NUM = re.compile(r"(-?\d+)\s*([+\-*])\s*(-?\d+)\s*=\s*$")
 
@@ -88,7 +97,8 @@ class FaultServer:
 
     Attributes:
         stats: ``Counter`` of ``requests``, ``completions_ok``, each fault name, and
-            ``billed_tokens`` (prompt + completion tokens of every 200 completion).
+            ``billed_tokens`` (prompt + completion tokens of every generated completion,
+            answered or not: the true bill).
         auth_headers: Every ``Authorization`` header seen (to check a key was sent).
     """
 
@@ -180,33 +190,51 @@ class FaultServer:
             def _json(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
                 self._send(code, json.dumps(obj).encode(), headers=headers)
 
-            def _fault(self, fault: str) -> bool:
-                """Apply ``fault``; True when the request was answered (or dropped)."""
-                if fault in ("ok", "nousage"):
-                    return False  # "nousage" is applied by the completion handler
+            def _refuse(self, fault: str) -> bool:
+                """Apply a fault that refuses before any work; True when it did."""
+                if fault not in ("429", "503"):
+                    return False
                 with srv._lock:
                     srv.stats[fault] += 1
-                if fault in ("429", "500", "503"):
-                    hdr = ({"Retry-After": srv.retry_after}
-                           if srv.retry_after and fault in ("429", "503") else None)
-                    self._json(int(fault), {"error": {"message": f"injected {fault}"}}, hdr)
-                    return True
+                hdr = {"Retry-After": srv.retry_after} if srv.retry_after else None
+                self._json(int(fault), {"error": {"message": f"injected {fault}"}}, hdr)
+                return True
+
+            def _deliver(self, fault: str, out: dict[str, Any]) -> None:
+                """Answer a generated (and billed) completion the way ``fault`` says."""
+                if fault != "ok":
+                    with srv._lock:
+                        srv.stats[fault] += 1
                 if fault == "timeout":
                     time.sleep(srv.timeout_sleep_s)
                     self.close_connection = True
-                    self._json(503, {"error": {"message": "late answer after timeout"}})
-                    return True
-                if fault == "drop":
+                    self._json(200, out)
+                elif fault == "drop":
                     self.close_connection = True
                     try:
                         self.connection.shutdown(2)
                     except OSError:
                         pass
-                    return True
-                if fault == "malformed":
+                elif fault == "500":
+                    self._json(500, {"error": {"message": "injected 500 after generation"}})
+                elif fault == "malformed":
                     self._send(200, b'{"choices": [ {"text": "unterminated')
-                    return True
-                return False
+                elif fault == "nousage":
+                    self._json(200, {k: v for k, v in out.items() if k != "usage"})
+                elif fault == "badchoice":
+                    self._json(200, {**out, "choices": [{"index": 0}]})
+                else:
+                    with srv._lock:
+                        srv.stats["completions_ok"] += 1
+                    self._json(200, out)
+
+            def _answer_plain(self, out: dict[str, Any]) -> None:
+                """A request that bills nothing; faulted only with ``fault_all``."""
+                fault = srv.next_fault() if srv.fault_all else "ok"
+                if fault == "ok":
+                    self._json(200, out)
+                elif not self._refuse(fault):
+                    self._deliver(fault, out)
 
             def _body(self) -> dict[str, Any]:
                 n = int(self.headers.get("Content-Length") or 0)
@@ -222,9 +250,7 @@ class FaultServer:
                     srv.stats["requests"] += 1
                     srv.auth_headers.append(self.headers.get("Authorization", ""))
                 if self.path.rstrip("/") in ("/v1/models", "/models"):
-                    if srv.fault_all and self._fault(srv.next_fault()):
-                        return
-                    self._json(200, {"object": "list", "data": [
+                    self._answer_plain({"object": "list", "data": [
                         {"id": m, "object": "model", "owned_by": "faults"} for m in srv.models]})
                 elif self.path.rstrip("/") == "/health":
                     self._send(200, b"", "text/plain")
@@ -239,11 +265,9 @@ class FaultServer:
                 path = self.path.rstrip("/")
                 chat = path == "/v1/chat/completions"
                 if path == "/tokenize":
-                    if srv.fault_all and self._fault(srv.next_fault()):
-                        return
                     text = (body.get("prompt") if "prompt" in body else
                             "\n".join(str(m.get("content", "")) for m in body.get("messages", [])))
-                    self._json(200, {"count": _words(str(text)), "max_model_len": 2048})
+                    self._answer_plain({"count": _words(str(text)), "max_model_len": 2048})
                     return
                 if path not in ("/v1/completions", "/v1/chat/completions"):
                     self._json(404, {"error": {"message": f"no route {self.path}"}})
@@ -253,7 +277,7 @@ class FaultServer:
                                                           "does not exist"}})
                     return
                 fault = srv.next_fault()
-                if self._fault(fault):
+                if self._refuse(fault):
                     return
                 if srv.latency_s:
                     time.sleep(srv.latency_s)
@@ -263,22 +287,17 @@ class FaultServer:
                 n = int(body.get("n") or 1)
                 texts = [_answer(prompt, max_tokens) for _ in range(n)]
                 pt, ct = _words(prompt), sum(_words(t) for t in texts)
+                with srv._lock:  # generated: billed, whatever happens to the answer
+                    srv.stats["billed_tokens"] += pt + ct
                 choices = [({"index": i, "message": {"role": "assistant", "content": t},
                              "finish_reason": "stop"} if chat else
                             {"index": i, "text": t, "finish_reason": "stop"})
                            for i, t in enumerate(texts)]
-                out: dict[str, Any] = {"id": "cmpl-fault", "object": "text_completion",
-                                       "model": body.get("model"), "choices": choices}
-                if fault == "nousage":
-                    with srv._lock:
-                        srv.stats["nousage"] += 1
-                else:
-                    out["usage"] = {"prompt_tokens": pt, "completion_tokens": ct,
-                                    "total_tokens": pt + ct}
-                    with srv._lock:
-                        srv.stats["completions_ok"] += 1
-                        srv.stats["billed_tokens"] += pt + ct
-                self._json(200, out)
+                self._deliver(fault, {
+                    "id": "cmpl-fault", "object": "text_completion", "model": body.get("model"),
+                    "choices": choices,
+                    "usage": {"prompt_tokens": pt, "completion_tokens": ct,
+                              "total_tokens": pt + ct}})
 
         return Handler
 

@@ -238,6 +238,8 @@ class MlflowTracker:
         metrics = [("prompt_tokens", result.prompt_tokens, 0),
                    ("completion_tokens", result.completion_tokens, 0),
                    ("tokens", result.tokens, 0), ("cumulative_tokens", cumulative_tokens, 0),
+                   ("unsettled_tokens", result.unsettled_tokens, 0),
+                   ("reused_tokens", result.reused_tokens, 0),
                    ("n_evaluated", result.n_evaluated, 0), ("wall_time_s", result.wall_time_s, 0)]
         if result.score is not None:
             metrics.append(("score", result.score, 0))

@@ -21,10 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 _RESULT_KEYS = ("status", "score", "tokens", "prompt_tokens", "completion_tokens",
-                "n_evaluated", "wall_time_s", "error")
+                "unsettled_tokens", "reused_tokens", "n_evaluated", "wall_time_s", "error")
 BASE_COLUMNS = ["id", "fidelity", "token_limit", "status", "score", "tokens", "prompt_tokens",
-                "completion_tokens", "n_evaluated", "wall_time_s", "cumulative_tokens",
-                "best_score", "error"]
+                "completion_tokens", "unsettled_tokens", "reused_tokens", "n_evaluated",
+                "wall_time_s", "cumulative_tokens", "best_score", "error"]
 
 
 def _flat_row(item: Mapping[str, Any]) -> dict[str, Any]:

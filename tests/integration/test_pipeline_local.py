@@ -26,7 +26,7 @@ BATCH = 2
 def study_config(mlflow_uri: str, tag: str) -> dict:
     return {"version": 1,
             "study": {"name": f"pipeline-it-{tag}", "model": "smollm2-135m-instruct",
-                      "task": {"name": "arithmetic", "n": 20}, "optimizer": "random",
+                      "task": {"name": "arithmetic", "n": 20}, "optimizer": "ecotune",
                       "budget_tokens": BUDGET, "r_min": 2, "r_max": 4, "seed": 3,
                       "max_trials": None, "fixed": {},
                       "search_space": {
@@ -45,8 +45,8 @@ def tells(recs: list[dict]) -> list[dict]:
 
 
 def tokens(recs: list[dict]) -> int:
-    return sum(r["result"]["prompt_tokens"] + r["result"]["completion_tokens"]
-               for r in tells(recs))
+    """Everything the told trials were charged (usage plus kept worst cases)."""
+    return sum(r["result"]["tokens"] for r in tells(recs))
 
 
 def check_accounting(recs: list[dict]) -> list[dict]:
@@ -61,8 +61,7 @@ def check_accounting(recs: list[dict]) -> list[dict]:
     assert asks == {r["trial_id"] for r in tells(recs)} and asks
     for r in tells(recs):
         ask = next(a for a in recs if a.get("key") == f"ask:{r['trial_id']}")
-        assert r["result"]["prompt_tokens"] + r["result"]["completion_tokens"] \
-            <= ask["trial"]["token_limit"]
+        assert r["result"]["tokens"] <= ask["trial"]["token_limit"]
         inst = [i for i in recs if i["type"] == "instance" and i["trial_id"] == r["trial_id"]]
         assert r["result"]["n_evaluated"] == len(inst) > 0
         assert r["result"]["prompt_tokens"] == sum(i["prompt_tokens"] for i in inst)
@@ -113,8 +112,8 @@ def test_pipeline_runs_rounds_within_budget(tmp_path, vllm_server, s3_server, ml
     # each round's trials were told before its controller ran: round 0 saw 2, round 1 all 4
     assert rr[0]["trials_told"] == BATCH and rr[0]["pending"] == []
     assert rr[1]["trials_told"] == len(tells(recs)) == 2 * BATCH and rr[1]["pending"] == []
-    assert rr[0]["B_used"] == sum(r["result"]["prompt_tokens"] + r["result"]["completion_tokens"]
-                                  for r in tells(recs) if r["trial_id"] < BATCH)
+    assert rr[0]["B_used"] == sum(r["result"]["tokens"] for r in tells(recs)
+                                  if r["trial_id"] < BATCH)
     spent = tokens(recs)
     final = [r for r in recs if r["type"] == "final"]
     assert len(final) == 1 and final[0]["summary"]["state"] == "SUCCEEDED"
@@ -163,3 +162,62 @@ def test_pipeline_runs_rounds_within_budget(tmp_path, vllm_server, s3_server, ml
     assert prompt(local) == prompt(recs)
     print(f"pipeline: {len(rr)} rounds, {len(tells(recs))} trials, {spent} tokens; "
           f"in-process: {len(lr)} rounds, {tokens(local)} tokens")
+
+
+def test_pipeline_against_a_billing_server_stays_within_budget(tmp_path, s3_server,
+                                                               monkeypatch):
+    """The pipeline (ecotune optimizer) against a server that bills every token it generates,
+    also for answers the client never sees (timeouts, 500s and drops after generation,
+    unreadable 200s): the server's true bill stays within the budget and the journal
+    charges at least as much."""
+    import kfp.local
+
+    from ecotune.journal import open_journal
+    from ecotune.ledger import journal_charged
+    from ecotune.s3 import S3Store
+    from ecotune.testing.faults import MODEL, FaultServer
+    from pipelines.ecotune_loop import PipelineOptions, build_pipeline
+    from pipelines.submit import strip_nulls
+
+    budget, tag = 1200, uuid.uuid4().hex[:8]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.chdir(tmp_path)
+    cfg = strip_nulls({
+        "version": 1,
+        "study": {"name": f"billing-{tag}", "model": MODEL,
+                  "task": {"name": "arithmetic", "n": 20}, "optimizer": "ecotune",
+                  "budget_tokens": budget, "r_min": 2, "r_max": 6, "seed": 1,
+                  "fixed": {"few_shot": 1},
+                  "search_space": {
+                      "temperature": {"type": "float", "low": 0.0, "high": 1.0},
+                      "max_tokens": {"type": "int", "low": 2, "high": 6}}},
+        "engine": {"type": "service", "served_model_name": MODEL, "max_concurrency": 2,
+                   "timeout_s": 0.5, "max_retries": 3},
+        "tracking": {"enabled": False}})
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
+                   pipeline_root=str(tmp_path / "pipeline-root"))
+    pipeline = build_pipeline(PipelineOptions(max_rounds=MAX_ROUNDS, parallelism=2,
+                                              s3_secret=None))
+    base = f"s3://{s3_server['bucket']}/billing-{tag}"
+    # every billed fault early on (the first round's requests), then 20% at random
+    plan = ["ok", "500", "ok", "timeout", "ok", "drop", "malformed", "ok", "nousage",
+            "badchoice", "429", "503"]
+    with FaultServer(plan=plan, random_rate=0.2, seed=2, timeout_sleep_s=0.8,
+                     retry_after="0", random_faults=["429", "500", "timeout", "drop",
+                                                     "malformed", "nousage"]) as srv:
+        pipeline(study=cfg, journal_uri=f"{base}/journal", subsets_uri=base,
+                 engine_url=srv.url, batch_size=BATCH)
+        billed = srv.stats["billed_tokens"]
+        faults = srv.faults_injected
+    keys = S3Store.from_uri(f"{base}/journal").list("")
+    (run,) = {k.split("/")[0] for k in keys if k.endswith(".json")}
+    recs = open_journal(f"{base}/journal/{run}").records()
+    charged = journal_charged(recs)
+    asks = {r["trial"]["id"] for r in recs if r["type"] == "ask"}
+    assert asks == {r["trial_id"] for r in tells(recs)} and len(asks) >= BATCH
+    assert 0 < billed <= budget, billed
+    assert billed <= charged <= budget, (billed, charged)
+    assert faults >= 6, faults
+    print(f"billing pipeline: engine billed {billed}, journal charged {charged}, "
+          f"budget {budget}, faults {faults}")

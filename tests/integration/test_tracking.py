@@ -1,12 +1,10 @@
 """MLflow tracking and promotion against a real ``mlflow server`` (artifacts in SeaweedFS
-S3 when the ``weed`` binary is installed, else a local directory)."""
+S3)."""
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +130,7 @@ def test_artifacts_and_no_secrets(study: Any, tmp_path: Path) -> None:
 
 
 def test_artifacts_live_in_s3(study: Any) -> None:
-    if not S3:
-        pytest.skip("no weed binary: artifacts went to a local directory")
+    assert S3, "the mlflow_uri fixture records the S3 server behind the artifact store"
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=S3["endpoint_url"], aws_access_key_id=S3["access_key"],
@@ -178,43 +175,19 @@ def test_sync_from_journal_after_outage(mlflow_uri: str, tmp_path: Path) -> None
 
 
 # -- registry ---------------------------------------------------------------------------
-class _FakeCompletions(BaseHTTPRequestHandler):
-    bodies: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        body["_path"], body["_auth"] = self.path, self.headers.get("Authorization")
-        type(self).bodies.append(body)
-        out = json.dumps({"choices": [{"text": f"echo:{body['prompt']}", "index": 0}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def fake_engine() -> Iterator[str]:
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _FakeCompletions)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
-
-
-def test_promotion_flow_and_pyfunc(mlflow_uri: str, fake_engine: str) -> None:
+def test_promotion_flow_and_pyfunc(mlflow_uri: str, vllm_server: str) -> None:
+    """Promotion in the real registry, and the promoted pyfunc answering through real vLLM
+    with exactly the promoted settings."""
     import mlflow
     import pandas as pd
     from mlflow import MlflowClient
 
+    from ecotune.engines import OpenAIEngine
     from ecotune.tracking.registry import get_alias, promote, registered_model_name
 
-    name = registered_model_name("Qwen/Qwen2.5-0.5B", "mmlu")
-    eng = {"base_url": fake_engine, "model": "qwen", "api_key_env": "OPENAI_API_KEY"}
+    name = registered_model_name("HuggingFaceTB/SmolLM2-135M-Instruct", "arithmetic")
+    eng = {"base_url": vllm_server, "model": "smollm2-135m-instruct",
+           "api_key_env": "OPENAI_API_KEY"}
     c = MlflowClient(mlflow_uri)
     champ_scores = [0] * 10 + [1] * 2
 
@@ -245,21 +218,31 @@ def test_promotion_flow_and_pyfunc(mlflow_uri: str, fake_engine: str) -> None:
                  test="bootstrap")
     assert v4.promoted and v4.test == "bootstrap" and v4.p_value < 0.05
 
+    # the champion (greedy, 4 tokens) answers through vLLM exactly as a direct request with
+    # the same settings does: the settings travelled into the artefact and are sent
+    prompts = ["2 + 3 =", "What is the capital of France?"]
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    assert model.predict(pd.DataFrame({"prompt": ["a", "b"]})) == ["echo:a", "echo:b"]
-    body = _FakeCompletions.bodies[-1]
+    impl = model.unwrap_python_model()
     want = SamplingParams.from_config({"temperature": 0.9}).to_request()
-    assert {k: body[k] for k in want} == want and body["model"] == "qwen"
-    assert body["_path"] == "/v1/completions" and body["_auth"] == f"Bearer {SECRET}"
+    assert impl.sampling == want and impl.engine["model"] == "smollm2-135m-instruct"
+    greedy = {"temperature": 0.0, "max_tokens": 4}
+    v5 = promote(name, greedy, eng, [1.0] * 30, [0.5, 0.6, 0.4] * 10, test="bootstrap")
+    assert v5.promoted
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    got = model.predict(pd.DataFrame({"prompt": prompts}))
+    with OpenAIEngine(vllm_server, "smollm2-135m-instruct", send_seed=False) as direct:
+        ref = [c.text for c in direct.generate(prompts, SamplingParams.from_config(greedy))]
+    assert got == ref and all(isinstance(t, str) for t in got)
 
     v3_model = mlflow.pyfunc.load_model(f"models:/{name}/{v3.version}")
-    v3_model.predict(["q"])
-    body = _FakeCompletions.bodies[-1]
+    body = v3_model.unwrap_python_model().request_body("q")
     for k in ("temperature", "top_p", "top_k", "min_p", "max_tokens", "repetition_penalty",
               "presence_penalty", "frequency_penalty"):
         assert body[k] == cfg[k], k
     for k in ("length_penalty", "n"):  # unset settings are still sent, with neutral values
         assert k in body
-    assert "few_shot" not in body
+    assert "few_shot" not in body and body["model"] == "smollm2-135m-instruct"
+    (text,) = v3_model.predict(["1 + 1 ="])  # sampled, through real vLLM
+    assert isinstance(text, str)
     mv_files = json.dumps(c.get_model_version(name, v3.version).tags)
     assert SECRET not in mv_files

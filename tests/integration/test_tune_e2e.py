@@ -1,4 +1,5 @@
-"""A small real study end to end through the CLI: local vLLM, MLflow (SQLite), Ctrl-C, resume.
+"""A small real study end to end through the CLI: the ecotune optimizer on local vLLM, the
+session's real MLflow server (artifacts on its S3), Ctrl-C, resume, promotion.
 
 Run with ``ECOTUNE_VLLM_URL=http://127.0.0.1:8000`` to reuse a running server.
 """
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,10 +22,11 @@ from ecotune.journal import open_journal
 
 pytestmark = pytest.mark.integration
 
-BUDGET = 6000
+BUDGET = 8000
+EXPERIMENT = f"e2e-{uuid.uuid4().hex[:8]}"
 
 
-def _config(tmp_path: Path, base_url: str) -> Path:
+def _config(tmp_path: Path, base_url: str, mlflow_uri: str = "") -> Path:
     data = {
         "name": "e2e",
         "task": {"name": "arithmetic", "n": 60},
@@ -34,10 +37,11 @@ def _config(tmp_path: Path, base_url: str) -> Path:
             "max_tokens": {"type": "int", "low": 3, "high": 6},
             "few_shot": {"type": "int", "low": 1, "high": 4},
         },
-        "budget_tokens": BUDGET, "r_min": 3, "r_max": 10, "optimizer": "random", "seed": 1,
+        "budget_tokens": BUDGET, "r_min": 3, "r_max": 10, "optimizer": "ecotune", "seed": 1,
         "max_trials": 8,
         "workdir": str(tmp_path / "runs"),
-        "tracking": {"enabled": True, "experiment": "e2e", "local_dir": str(tmp_path / "mlruns")},
+        "tracking": ({"enabled": True, "experiment": EXPERIMENT, "tracking_uri": mlflow_uri}
+                     if mlflow_uri else {"enabled": False}),
         "promotion": {"enabled": True, "held_out": 10},
     }
     p = tmp_path / "study.yaml"
@@ -49,13 +53,11 @@ def _tells(journal: Path) -> list[dict]:
     return [r for r in open_journal(journal).records() if r["type"] == "tell"]
 
 
-def test_tune_interrupt_resume(vllm_server: str, tmp_path: Path,
+def test_tune_interrupt_resume(vllm_server: str, mlflow_server: str, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = _config(tmp_path, vllm_server)
+    cfg = _config(tmp_path, vllm_server, mlflow_server)
     journal = tmp_path / "runs" / "e2e" / "journal.jsonl"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_REGISTRY_URI": ""}
-    env.pop("MLFLOW_TRACKING_URI")
-    env.pop("MLFLOW_REGISTRY_URI")
+    env = dict(os.environ)  # AWS_* of the session's S3 server, for MLflow's artifacts
 
     # 1. start a study and interrupt it (Ctrl-C) after two trials
     proc = subprocess.Popen([sys.executable, "-m", "ecotune.cli", "tune", "--config", str(cfg),
@@ -91,7 +93,9 @@ def test_tune_interrupt_resume(vllm_server: str, tmp_path: Path,
     used = sum(r["result"]["tokens"] for r in tells)
     assert 0 < used <= BUDGET
     inst = [r for r in recs if r["type"] == "instance"]
-    assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in inst) == used
+    # usage of every answered instance, plus the worst case of requests cut off by Ctrl-C
+    kept = sum(r["result"]["unsettled_tokens"] for r in tells)
+    assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in inst) + kept == used
     for t in tells:  # every trial within its own limit
         limit = next(a["trial"]["token_limit"] for a in asks if a["trial"]["id"] == t["trial_id"])
         assert t["result"]["tokens"] <= limit
@@ -101,9 +105,8 @@ def test_tune_interrupt_resume(vllm_server: str, tmp_path: Path,
     # 3. MLflow: one parent run, one finished trial run per trial, final token count
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{(tmp_path / 'mlruns').resolve() / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    exp = client.get_experiment_by_name("e2e")
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    exp = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([exp.experiment_id], max_results=100)
     parents = [r for r in runs if r.data.tags.get("ecotune.role") == "study"]
     trials = [r for r in runs if r.data.tags.get("ecotune.role") == "trial"]

@@ -21,13 +21,16 @@ from typing import Any
 import pytest
 import yaml
 
+from ecotune.ledger import journal_charged
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
 #: what the summary line reports; tests add to these
 COUNTS: Counter[str] = Counter({"kills_survived": 0, "faults_injected": 0,
                                 "bad_inputs_tried": 0, "sandbox_escapes_stopped": 0,
-                                "secrets_checked": 0, "records_lost": 0})
+                                "secrets_checked": 0, "records_lost": 0,
+                                "billed_not_charged": 0})
 _START = time.monotonic()
 
 # the session-scoped server fixtures (s3_server, mlflow_server, vllm_server) come from
@@ -48,7 +51,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
     line = ("reliability: kills survived={kills_survived}, faults injected={faults_injected}, "
             "bad inputs tried={bad_inputs_tried}, sandbox escapes stopped="
             "{sandbox_escapes_stopped}, secrets checked={secrets_checked}, "
-            "records lost={records_lost} ({duration_s} s)").format(**c)
+            "records lost={records_lost}, tokens billed by the engine but not charged="
+            "{billed_not_charged} ({duration_s} s)").format(**c)
     terminalreporter.write_sep("=", "reliability counts")
     terminalreporter.write_line(line)
     try:
@@ -108,10 +112,19 @@ def raw_records(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def check_bill(journal_tokens: int, billed: int, budget: int) -> None:
+    """The budget rules against the engine's true bill: it stays within the budget, and the
+    journal charged at least as much (counts any token billed but not charged)."""
+    COUNTS["billed_not_charged"] += max(0, billed - journal_tokens)
+    assert billed <= budget, f"the engine billed {billed} > budget {budget}"
+    assert journal_tokens >= billed, f"journal charged {journal_tokens} < billed {billed}"
+
+
 def check_journal(records: list[dict[str, Any]], budget: int, *, raw: list[dict] | None = None,
                   require_complete: bool = True) -> dict[str, Any]:
-    """The journal invariants: every ask told exactly once, no key twice, tokens of tells ==
-    tokens of instance records, total <= budget. Returns totals; counts lost records."""
+    """The journal invariants: every ask told exactly once, no key twice, usage of tells ==
+    usage of instance records, everything charged <= budget. Returns totals (``tokens``:
+    everything the journal charged, kept worst cases included); counts lost records."""
     keys = [r["key"] for r in records]
     assert len(keys) == len(set(keys)), "duplicate keys after dedup"
     asks = {int(r["trial"]["id"]) for r in records if r["type"] == "ask"}
@@ -133,10 +146,11 @@ def check_journal(records: list[dict[str, Any]], budget: int, *, raw: list[dict]
         tok = int(res["prompt_tokens"]) + int(res["completion_tokens"])
         assert tok == inst.get(tid, 0), f"trial {tid}: tell {tok} != instances {inst.get(tid, 0)}"
     told_inst = sum(v for k, v in inst.items() if k in tells)
-    total = sum(int(t["result"]["prompt_tokens"]) + int(t["result"]["completion_tokens"])
+    usage = sum(int(t["result"]["prompt_tokens"]) + int(t["result"]["completion_tokens"])
                 for t in tells.values())
-    assert total == told_inst
-    assert total <= budget, f"spent {total} > budget {budget}"
-    return {"asks": len(asks), "tells": len(tells), "tokens": total,
+    assert usage == told_inst
+    total = journal_charged(records)
+    assert total <= budget, f"charged {total} > budget {budget}"
+    return {"asks": len(asks), "tells": len(tells), "tokens": total, "usage": usage,
             "all_instance_tokens": sum(inst.values()),
             "failed": sum(1 for t in tells.values() if t["result"]["status"] == "failed")}

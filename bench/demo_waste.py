@@ -1,0 +1,61 @@
+"""The ``make demo`` token targets: re-measurement and screening, over several demo runs.
+
+Runs the demo study (``examples/demo.yaml``) N times against one embedded vLLM, each run with
+its own workdir and so a fresh response cache (a run does not profit from an earlier
+one's answers), without tracking or promotion, and prints, per run and over all runs, what
+``ecotune bench waste`` measures: the share of the budget spent re-measuring
+(canonical config, instance) pairs already seen under greedy decoding (target ≤ 2%), the
+trials below r_max (target: most), and the tokens reused.
+
+Usage:
+    python bench/demo_waste.py --runs 3 --out runs/demo-waste   # starts vLLM (~40 s)
+    ECOTUNE_VLLM_URL=http://127.0.0.1:8000 python bench/demo_waste.py --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+from pathlib import Path
+
+from ecotune.bench.waste import waste
+from ecotune.journal import open_journal
+from ecotune.study import load_study_config, run_tune, with_overrides
+from ecotune.testing.vllm import ENV_URL, start_local_vllm
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--config", default="examples/demo.yaml")
+    ap.add_argument("--out", default="runs/demo-waste")
+    ap.add_argument("--seed0", type=int, default=0, help="seed of the first run (+1 each)")
+    args = ap.parse_args(argv)
+    rows = []
+    with start_local_vllm() as url:
+        os.environ[ENV_URL] = url
+        for i in range(args.runs):
+            work = Path(args.out) / f"run-{i}"
+            cfg = with_overrides(load_study_config(args.config), name=f"demo-{i}",
+                                 seed=args.seed0 + i, workdir=str(work),
+                                 tracking={"enabled": False}, promotion={"enabled": False})
+            run_tune(cfg, stream=io.StringIO(), live=False)
+            w = waste(open_journal(cfg.journal_uri).records())
+            rows.append(w)
+            print(json.dumps({"run": i, "seed": args.seed0 + i, **w}), flush=True)
+    budget = sum(r["budget_tokens"] for r in rows)
+    total = {"runs": len(rows),
+             "remeasured_share_of_budget": sum(r["remeasured_tokens"] for r in rows) / budget,
+             "max_run_share": max(r["remeasured_share_of_budget"] for r in rows),
+             "trials": sum(r["trials"] for r in rows),
+             "below_r_max": sum(r["below_r_max"] for r in rows),
+             "tokens_charged": sum(r["tokens_charged"] for r in rows),
+             "tokens_reused": sum(r["tokens_reused"] for r in rows)}
+    print(json.dumps({"total": total}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

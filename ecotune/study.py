@@ -21,6 +21,7 @@ MLflow registry after a held-out comparison with the current champion.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -53,6 +54,9 @@ from ecotune.trial import TrialStatus
 
 CONFIG_KEYS = ("decoding",) + tuple(
     k for k in SamplingParams.model_fields if k not in ("n", "seed", "stop")) + ("few_shot",)
+
+
+log = logging.getLogger(__name__)
 
 
 class StudyConfigError(ValueError):
@@ -489,7 +493,8 @@ def champion_config(model_name: str, tracking_uri: str, registry_uri: str) -> di
     client = make_client(tracking_uri, registry_uri)
     try:
         mv = get_alias(client, model_name, CHAMPION)
-    except Exception:  # noqa: BLE001 - no such registered model yet
+    except Exception as e:  # noqa: BLE001 - no such registered model yet
+        log.debug("no champion of %s: %s", model_name, e)
         return None
     if mv is None:
         return None
@@ -500,8 +505,9 @@ def champion_config(model_name: str, tracking_uri: str, registry_uri: str) -> di
         mc = (meta.get("flavors", {}).get("python_function", {}).get("model_config") or {})
         if isinstance(mc.get("config"), dict):
             return dict(mc["config"])
-    except Exception:  # noqa: BLE001 - fall back to the run's params
-        pass
+    except Exception as e:  # noqa: BLE001 - fall back to the run's params
+        log.warning("champion %s v%s: no model config in its artefact (%s); using the "
+                    "run's params", model_name, mv.version, e)
     params = client.get_run(mv.run_id).data.params
     cfg = {k[len("config."):]: yaml.safe_load(v) for k, v in params.items()
            if k.startswith("config.")}
@@ -549,8 +555,9 @@ def run_promotion(cfg: StudyConfig, task: Task, engine: Any, engine_spec: dict[s
         open_journal(cfg.journal_uri).append({"type": "promotion",
                                               "key": f"promotion:{uuid.uuid4().hex}",
                                               "config": best_config, **out, "time": time.time()})
-    except Exception:  # noqa: BLE001 - the registry holds the outcome anyway
-        pass
+    except Exception as e:  # noqa: BLE001 - the registry holds the outcome anyway
+        log.warning("promotion outcome not written to the journal %s: %s",
+                    cfg.journal_uri, e)
     return out
 
 

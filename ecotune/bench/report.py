@@ -76,7 +76,9 @@ def load_bench(table: str, r_min: int | None = None, r_max: int | None = None) -
 
 
 #: experimental variants, benchmarked only here (not part of ``ecotune.optimizers``).
-EXPERIMENTS = ("ecotune+default",)
+#: EcoTune variants: with the HELM default first; the paper's acquisition (eq. 3 and 4 on a
+#: multi-fidelity GP); without early stopping
+EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune")
 
 
 def replay_one(bench: Bench, method: str, seed: int, budget: int,
@@ -94,6 +96,10 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
         from ecotune.space import helm_default
 
         opts["initial_configs"] = [helm_default(bench.space, bench.helm_fixed.get("max_tokens"))]
+    elif method == "ecotune+paper":
+        opts["acquisition"] = "paper"
+    elif method == "ecotune+noprune":
+        opts["early_stopping"] = False
     opt = make_optimizer(method.split("+")[0], space=bench.space, budget_tokens=budget,
                          r_min=bench.r_min, r_max=bench.r_max, seed=seed, **opts)
     ev = bench.make_evaluator()

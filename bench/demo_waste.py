@@ -21,8 +21,9 @@ import os
 from pathlib import Path
 
 from ecotune.bench.waste import waste
+from ecotune.config import load_study_config, with_overrides
 from ecotune.journal import open_journal
-from ecotune.study import load_study_config, run_tune, with_overrides
+from ecotune.study import run_tune
 from ecotune.testing.vllm import ENV_URL, start_local_vllm
 
 

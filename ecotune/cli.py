@@ -169,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "alembic", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
 
+    from ecotune.config import StudyConfigError, StudyError
     from ecotune.engines import EngineError
     from ecotune.journal import JournalError
-    from ecotune.study import StudyConfigError, StudyError
 
     try:
         return _run(args, raw)

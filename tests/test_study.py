@@ -10,18 +10,16 @@ from typing import Any
 import pytest
 import yaml
 
-from ecotune.journal import open_journal
-from ecotune.study import (
+from ecotune.config import (
     LocalEngine,
     StudyConfig,
     StudyConfigError,
-    best_from_journal,
     config_from_journal,
-    default_space,
     load_study_config,
-    run_tune,
     validate_study_config,
 )
+from ecotune.journal import open_journal
+from ecotune.study import best_from_journal, default_space, run_tune
 from ecotune.tasks import TaskConfig, make_task
 
 FAKE = {"base_url": "fake://", "model": "fake"}

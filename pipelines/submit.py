@@ -5,13 +5,20 @@ Usage::
     python -m pipelines.submit --config /etc/ecotune/study.yaml              # one run now
     python -m pipelines.submit --config /etc/ecotune/study.yaml --recurring  # (re)register
     python -m pipelines.submit --config ... --recurring --disabled           # registered, paused
+    python -m pipelines.submit --config ... --delete-recurring   # uninstall: stop the schedule
 
 The pipeline is compiled for the study at submit time (its GPU, tolerations, model cache and
 Secret names are compile-time Kubernetes settings) unless ``kfp.pipeline_package`` names a
 precompiled package. Environment: ``KFP_HOST``, ``KFP_NAMESPACE`` (override the config),
-``ECOTUNE_STUDY`` (the study name, checked against the config), and
-``KF_PIPELINES_SA_TOKEN_PATH`` (projected SA token; read by ``kfp.Client`` itself) or
-``KFP_BEARER_TOKEN``.
+``ECOTUNE_STUDY`` (the study name, checked against the config), ``ECOTUNE_JOB_NAME`` (the
+submit Job's name: a retried submit of the same Job gives the same run name, and finds it
+already submitted), and the credentials: ``KFP_BEARER_TOKEN``, or
+``KF_PIPELINES_SA_TOKEN_PATH`` (the projected ServiceAccount token the chart mounts), passed
+to ``kfp.Client`` explicitly (with a host set, kfp would not read the token by itself).
+
+A one-off run is not created while another run of the study is still pending or running
+(scheduled runs must not overlap: they share the study's journal and budget); it is
+skipped with exit code 0 and a line saying why.
 """
 
 from __future__ import annotations
@@ -76,17 +83,25 @@ def strip_nulls(obj: Any) -> Any:
 
 
 def make_client(cfg: dict[str, Any]) -> Any:
-    """``kfp.Client`` for ``KFP_HOST``/``kfp.host``; bearer token from ``KFP_BEARER_TOKEN``.
-
-    With ``KF_PIPELINES_SA_TOKEN_PATH`` set, ``kfp.Client`` reads the projected token itself.
-    """
+    """``kfp.Client`` for ``KFP_HOST``/``kfp.host`` with explicit credentials: the bearer
+    token ``KFP_BEARER_TOKEN``, else the projected ServiceAccount token at
+    ``KF_PIPELINES_SA_TOKEN_PATH`` (re-read on every request, so rotation works)."""
     import kfp
+    from kfp.client import ServiceAccountTokenVolumeCredentials
 
     host = os.environ.get("KFP_HOST") or cfg["kfp"].get("host")
     if not host:
         raise SubmitError("no KFP host: set KFP_HOST or kfp.host")
+    kw: dict[str, Any] = {"host": host, "namespace": namespace(cfg)}
     token = os.environ.get("KFP_BEARER_TOKEN") or None
-    return kfp.Client(host=host, namespace=namespace(cfg), existing_token=token)
+    token_path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH") or None
+    if token:
+        kw["existing_token"] = token
+    elif token_path:
+        if not Path(token_path).is_file():
+            raise SubmitError(f"KF_PIPELINES_SA_TOKEN_PATH={token_path}: no token file there")
+        kw["credentials"] = ServiceAccountTokenVolumeCredentials(path=token_path)
+    return kfp.Client(**kw)
 
 
 def namespace(cfg: dict[str, Any]) -> str | None:
@@ -122,11 +137,16 @@ def submit(cfg: dict[str, Any], client: Any, *, recurring: bool = False, disable
         common = {"params": args, "pipeline_root": k.get("pipeline_root") or None,
                   "service_account": k.get("service_account") or None}
         if not recurring:
-            stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d-%H%M%S")
-            run = client.run_pipeline(experiment_id=exp_id, job_name=f"{prefix}-{stamp}",
+            key = os.environ.get("ECOTUNE_JOB_NAME") or \
+                (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d-%H%M")
+            run_name = key if key.startswith(prefix) else f"{prefix}-{key}"
+            busy = _active_or_same(client, exp_id, prefix, run_name)
+            if busy is not None:
+                return {"kind": "skipped", "name": run_name, "id": busy[0], "reason": busy[1]}
+            run = client.run_pipeline(experiment_id=exp_id, job_name=run_name,
                                       pipeline_package_path=pkg, enable_caching=False,
                                       **common)
-            return {"kind": "run", "name": f"{prefix}-{stamp}", "id": run.run_id}
+            return {"kind": "run", "name": run_name, "id": run.run_id}
         sched = cfg.get("schedule") or {}
         if not sched.get("cron"):
             raise SubmitError("--recurring needs schedule.cron in the study config")
@@ -141,10 +161,45 @@ def submit(cfg: dict[str, Any], client: Any, *, recurring: bool = False, disable
                 "enabled": not disabled}
 
 
+def delete_recurring(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
+    """Delete the study's recurring run(s) (the chart's pre-delete hook: an uninstalled
+    study must stop firing)."""
+    k, name = cfg["kfp"], cfg["study"]["name"]
+    job_name = f"{k.get('run_name_prefix') or f'ecotune-{name}'}-recurring"
+    exp = client.create_experiment(k.get("experiment") or "ecotune", namespace=namespace(cfg))
+    gone = _recurring_runs(client, exp.experiment_id, job_name)
+    for rid in gone:
+        client.delete_recurring_run(rid)
+    return {"kind": "deleted", "name": job_name, "id": ",".join(gone) or "none"}
+
+
 def _kfp_cron(cron: str) -> str:
     """KFP cron has a seconds field: ``0 4 * * 1`` -> ``0 0 4 * * 1``."""
     parts = cron.split()
     return " ".join(["0", *parts]) if len(parts) == 5 else cron
+
+
+#: run states in which a study's run still uses its journal and budget
+ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "PAUSED", "CANCELING",
+                           "RUNTIME_STATE_UNSPECIFIED"})
+
+
+def _active_or_same(client: Any, exp_id: str, prefix: str, run_name: str
+                    ) -> tuple[str, str] | None:
+    """(run id, why) of a run that makes a new one wrong: the same run already submitted (a
+    retried submit), or a run of the study still active (runs must not overlap)."""
+    token = ""
+    while True:
+        resp = client.list_runs(experiment_id=exp_id, page_size=100, page_token=token)
+        for r in resp.runs or []:
+            name = r.display_name or ""
+            if name == run_name:
+                return r.run_id, f"run {name} was already submitted"
+            if name.startswith(f"{prefix}-") and str(r.state or "").upper() in ACTIVE_STATES:
+                return r.run_id, f"run {name} of this study is still {r.state}"
+        token = resp.next_page_token or ""
+        if not token:
+            return None
 
 
 def _recurring_runs(client: Any, exp_id: str, name: str) -> list[str]:
@@ -160,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="create or replace the study's KFP recurring run (schedule.cron)")
     p.add_argument("--disabled", action="store_true",
                    help="with --recurring: register it paused")
+    p.add_argument("--delete-recurring", action="store_true",
+                   help="delete the study's recurring run (uninstall)")
     p.add_argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS)
     p.add_argument("--parallelism", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=4, help="trials asked per round")
@@ -181,12 +238,21 @@ def main(argv: list[str] | None = None) -> int:
                                       "arguments": {**pipeline_arguments(cfg, a.batch_size),
                                                     "study": "<study config>"}}))
             return 0
-        done = submit(cfg, make_client(cfg), recurring=a.recurring, disabled=a.disabled,
-                      max_rounds=a.max_rounds, parallelism=a.parallelism,
-                      batch_size=a.batch_size)
+        if a.delete_recurring:
+            done = delete_recurring(cfg, make_client(cfg))
+        else:
+            done = submit(cfg, make_client(cfg), recurring=a.recurring, disabled=a.disabled,
+                          max_rounds=a.max_rounds, parallelism=a.parallelism,
+                          batch_size=a.batch_size)
     except SubmitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if done["kind"] == "skipped":
+        print(f"not submitted: {done['reason']} ({done['id']})")
+        return 0
+    if done["kind"] == "deleted":
+        print(f"deleted recurring run {done['name']} ({done['id']})")
+        return 0
     print(f"submitted {done['kind']} {done['name']} ({done['id']})")
     return 0
 

@@ -221,7 +221,10 @@ def test_rbac_is_least_privilege() -> None:
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"]
             assert "secrets" not in rule["resources"]
-            assert not {"delete", "deletecollection"} & set(rule["verbs"])
+            assert "deletecollection" not in rule["verbs"]
+            if "delete" in rule["verbs"]:  # only replacing a study's own recurring run
+                assert set(rule["resources"]) <= {"recurringruns", "jobs"}
+            assert "pipelines" not in rule["resources"]  # specs travel inline with the run
             if "configmaps" in rule["resources"]:
                 assert rule["resourceNames"] == ["ecotune-studies"]
     (kfp_role,) = [r for r in roles if r["metadata"].get("namespace") == "ml-tuning"]
@@ -256,9 +259,12 @@ def test_vllm_deployment_for_gpu_evaluator() -> None:
 def test_gpu_evaluator_inside_pipeline_without_vllm_deploy() -> None:
     docs = render(CHART / "ci" / "recurring-run-values.yaml")
     assert not of_kind(docs, "Deployment") and not of_kind(docs, "CronJob")
-    (job,) = of_kind(docs, "Job")
+    (job, cleanup) = of_kind(docs, "Job")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     assert "--recurring" in job["spec"]["template"]["spec"]["containers"][0]["args"]
+    # uninstalling stops the schedule: a pre-delete hook deletes the recurring run
+    assert cleanup["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    assert "--delete-recurring" in cleanup["spec"]["template"]["spec"]["containers"][0]["args"]
     (cm,) = of_kind(docs, "ConfigMap")
     gpu = yaml.safe_load(cm["data"]["mistral-arc.yaml"])["engine"]["gpu_evaluator"]
     assert gpu["gpu_count"] == 2 and gpu["accelerator_type"] == "NVIDIA-L4"

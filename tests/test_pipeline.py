@@ -190,8 +190,12 @@ STUDY = {
 
 
 class FakeClient:
-    def __init__(self):
+    def __init__(self, runs=()):
         self.calls = []
+        self.runs = list(runs)
+
+    def list_runs(self, experiment_id=None, page_size=100, page_token=""):
+        return SimpleNamespace(runs=self.runs, next_page_token="")
 
     def create_experiment(self, name, namespace=None):
         self.calls.append(("experiment", name, namespace))
@@ -264,6 +268,14 @@ def test_submit_recurring_replaces_and_can_be_disabled():
     assert kw["max_concurrency"] == 1
 
 
+def test_delete_recurring_removes_the_studys_schedule(monkeypatch, study_file, capsys):
+    client = FakeClient()
+    monkeypatch.setattr(submit_mod, "make_client", lambda cfg: client)
+    assert submit_mod.main(["--config", str(study_file), "--delete-recurring"]) == 0
+    assert ("delete", "old") in client.calls
+    assert "deleted recurring run ecotune-llama-recurring (old)" in capsys.readouterr().out
+
+
 def test_main_parses_env_and_flags(monkeypatch, study_file, capsys):
     client = FakeClient()
     monkeypatch.setattr(submit_mod, "make_client", lambda cfg: client)
@@ -286,3 +298,85 @@ def test_make_client_uses_env(monkeypatch):
     monkeypatch.setenv("KFP_BEARER_TOKEN", "tok")
     assert submit_mod.make_client({**STUDY}) == "client"
     assert seen == {"host": "http://other", "namespace": "ns2", "existing_token": "tok"}
+    monkeypatch.delenv("KFP_BEARER_TOKEN")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", "/nonexistent/token")
+    with pytest.raises(submit_mod.SubmitError, match="no token file"):
+        submit_mod.make_client({**STUDY})
+
+
+def test_retried_or_overlapping_submits_do_not_create_runs(monkeypatch):
+    """A retried submit of the same Job finds its run; a run of the study still running
+    blocks a new one (they would share the journal and the budget); a finished one not."""
+    monkeypatch.setenv("ECOTUNE_JOB_NAME", "ecotune-llama-cron-29000000")
+    mine = SimpleNamespace(run_id="r0", display_name="ecotune-llama-cron-29000000",
+                           state="SUCCEEDED")
+    done = submit_mod.submit(STUDY, FakeClient([mine]), max_rounds=2)
+    assert done["kind"] == "skipped" and "already submitted" in done["reason"]
+    other = SimpleNamespace(run_id="r1", display_name="ecotune-llama-cron-28990000",
+                            state="RUNNING")
+    client = FakeClient([other])
+    done = submit_mod.submit(STUDY, client, max_rounds=2)
+    assert done["kind"] == "skipped" and "still RUNNING" in done["reason"]
+    assert not [c for c in client.calls if c[0] == "run"]
+    client = FakeClient([SimpleNamespace(run_id="r1", display_name=other.display_name,
+                                         state="FAILED")])
+    done = submit_mod.submit(STUDY, client, max_rounds=2)
+    assert done == {"kind": "run", "name": "ecotune-llama-cron-29000000", "id": "run-1"}
+
+
+def test_the_projected_token_reaches_a_kfp_api_server(tmp_path, monkeypatch):
+    """A real kfp.Client against a loopback server speaking the KFP v2beta1 REST API: every
+    request carries the ServiceAccount token from KF_PIPELINES_SA_TOKEN_PATH."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[tuple[str, str, str | None]] = []
+
+    class Api(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _reply(self, obj):
+            body = json.dumps(obj).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):  # noqa: N802
+            seen.append(("GET", self.path, self.headers.get("Authorization")))
+            if self.path.startswith("/apis/v2beta1/experiments"):
+                self._reply({"experiments": [], "total_size": 0})
+            elif self.path.startswith("/apis/v2beta1/runs"):
+                self._reply({"runs": [], "total_size": 0})
+            else:
+                self._reply({})
+
+        def do_POST(self):  # noqa: N802
+            n = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(n) or b"{}")
+            seen.append(("POST", self.path, self.headers.get("Authorization")))
+            if self.path.startswith("/apis/v2beta1/experiments"):
+                self._reply({"experiment_id": "exp-1", **body})
+            else:
+                self._reply({"run_id": "run-9", "display_name": body.get("display_name")})
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    token = tmp_path / "token"
+    token.write_text("projected-sa-token")
+    monkeypatch.setenv("KFP_HOST", f"http://127.0.0.1:{srv.server_address[1]}")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    monkeypatch.delenv("KFP_BEARER_TOKEN", raising=False)
+    monkeypatch.setenv("ECOTUNE_JOB_NAME", "cron-1")
+    try:
+        done = submit_mod.submit(STUDY, submit_mod.make_client(STUDY), max_rounds=2)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert done == {"kind": "run", "name": "ecotune-llama-cron-1", "id": "run-9"}
+    assert {m for m, _, _ in seen} == {"GET", "POST"}
+    assert any(p.startswith("/apis/v2beta1/runs") and m == "POST" for m, p, _ in seen)
+    assert all(auth == "Bearer projected-sa-token" for _, _, auth in seen), seen

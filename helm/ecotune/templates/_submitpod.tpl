@@ -40,6 +40,11 @@ containers:
         value: /tmp
       - name: ECOTUNE_STUDY
         value: {{ $s.name | quote }}
+      # the Job's name: a retried submit pod of the same Job gives the same run name
+      - name: ECOTUNE_JOB_NAME
+        valueFrom:
+          fieldRef:
+            fieldPath: metadata.labels['batch.kubernetes.io/job-name']
       - name: KFP_HOST
         value: {{ $root.Values.kfp.host | quote }}
       - name: KFP_NAMESPACE

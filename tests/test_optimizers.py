@@ -269,3 +269,25 @@ def test_ecotune_promotes_incrementally_and_prunes_against_the_incumbent():
     assert promotions >= 1
     assert sum(r.n_evaluated < opt.r_max for r in opt.results.values()) > len(opt.results) / 2
     assert opt.best()[0] is not None and opt.tokens_used <= 60_000
+
+
+@pytest.mark.parametrize("name", ["bohb", "asha"])
+def test_syne_tune_peers_climb_its_rungs_paying_only_new_instances(name):
+    """Syne Tune's own BOHB/ASHA decide which configs go on: each continuation asks the same
+    config at the next rung (r_min·3^k, then r_max), and the replay keeps what it measured."""
+    from ecotune.bench.collect import sobol_configs
+    from ecotune.bench.replay import ReplayEvaluator, Table
+
+    table = Table.from_landscape(LAND, SPACE, sobol_configs(SPACE, 30, seed=2), 40)
+    opt = _make(name, budget=40_000)
+    assert opt.rungs == [5, 15, 40]
+    ev = ReplayEvaluator(table)
+    climbs = 0
+    while (t := opt.ask()) is not None:
+        res = ev.evaluate(t)
+        assert t.fidelity in opt.rungs
+        if t.fidelity > opt.r_min:
+            climbs += 1
+            assert res.reused_tokens > 0  # the lower rung's instances were kept
+        opt.tell(t, result=res)
+    assert climbs >= 2 and opt.tokens_used <= 40_000

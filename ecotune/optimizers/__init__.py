@@ -15,19 +15,23 @@ from typing import Any
 from ecotune.optimizers.base import Optimizer
 from ecotune.space import SearchSpace
 
-OPTIMIZERS = ("ecotune", "random", "qmc", "botorch", "cmaes", "bohb", "helm")
+OPTIMIZERS = ("ecotune", "random", "qmc", "botorch", "cmaes", "bohb", "asha",
+              "tpe_hyperband", "gp", "tpe", "helm")
 
 
 def _registry() -> dict[str, type[Optimizer]]:
-    from ecotune.optimizers.bohb import BOHBOptimizer
     from ecotune.optimizers.ecotune import EcoTuneOptimizer
     from ecotune.optimizers.evolution import CMAESOptimizer
     from ecotune.optimizers.gp import BoTorchOptimizer
+    from ecotune.optimizers.optuna_single import OptunaGPOptimizer, OptunaOptimizer
     from ecotune.optimizers.simple import HelmDefault, QMCSearch, RandomSearch
+    from ecotune.optimizers.synetune import ASHAOptimizer, SyneTuneOptimizer
+    from ecotune.optimizers.tpe_hyperband import TPEHyperbandOptimizer
 
     return {"ecotune": EcoTuneOptimizer, "random": RandomSearch, "qmc": QMCSearch,
-            "botorch": BoTorchOptimizer, "cmaes": CMAESOptimizer, "bohb": BOHBOptimizer,
-            "helm": HelmDefault}
+            "botorch": BoTorchOptimizer, "cmaes": CMAESOptimizer, "bohb": SyneTuneOptimizer,
+            "asha": ASHAOptimizer, "tpe_hyperband": TPEHyperbandOptimizer,
+            "gp": OptunaGPOptimizer, "tpe": OptunaOptimizer, "helm": HelmDefault}
 
 
 def make_optimizer(name: str, *, space: SearchSpace | dict, budget_tokens: int, r_min: int,
@@ -36,8 +40,11 @@ def make_optimizer(name: str, *, space: SearchSpace | dict, budget_tokens: int, 
     """Build an optimizer by name; with ``journal``, record to it or resume from it.
 
     Args:
-        name: one of ``ecotune``, ``random``, ``qmc``, ``botorch``, ``cmaes``, ``bohb``
-            (and ``helm``, the fixed HELM default configuration).
+        name: one of :data:`OPTIMIZERS`: ``ecotune``; ``random``, ``qmc``, ``botorch``
+            (single-fidelity GP-EI), ``cmaes``; ``bohb`` and ``asha`` (Syne Tune's own,
+            the ``bench`` extra); ``tpe_hyperband`` (Optuna TPE + Hyperband pruner);
+            ``gp`` and ``tpe`` (Optuna's GPSampler and TPESampler, single fidelity); and
+            ``helm``, the fixed HELM default configuration.
         space: a :class:`~ecotune.space.SearchSpace` or its dict form.
         budget_tokens: hard token budget B.
         r_min, r_max: fidelity range in task instances.

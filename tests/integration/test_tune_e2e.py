@@ -135,3 +135,37 @@ def test_wrong_model_is_a_clear_error(vllm_server: str, tmp_path: Path,
     err = capsys.readouterr().err
     assert "engine check failed" in err and "not served" in err and "Traceback" not in err
     assert not (tmp_path / "runs" / "e2e" / "journal.jsonl").exists()
+
+
+def test_greedy_answers_are_never_bought_twice(vllm_server: str, tmp_path: Path) -> None:
+    """Two ecotune studies of the same model in one workdir, against real vLLM: within a
+    study no (canonical config, instance) pair under greedy decoding is paid for twice, and
+    the second study takes the first one's answers from the response cache."""
+    from ecotune.bench.waste import waste
+
+    def study(name: str, seed: int) -> list[dict]:
+        data = {
+            "name": name, "task": {"name": "arithmetic", "n": 40},
+            "engine": {"base_url": vllm_server, "model": "smollm2-135m-instruct",
+                       "send_seed": False, "max_concurrency": 4, "timeout_s": 120},
+            "search_space": {
+                "decoding": {"type": "categorical", "choices": ["greedy", "sample"]},
+                "temperature": {"type": "float", "low": 0.1, "high": 1.0,
+                                "condition": {"param": "decoding", "values": ["sample"]}},
+                "max_tokens": {"type": "int", "low": 4, "high": 6},
+                "few_shot": {"type": "int", "low": 1, "high": 2}},
+            "budget_tokens": 4000, "r_min": 3, "r_max": 8, "optimizer": "ecotune",
+            "seed": seed, "max_trials": 8, "workdir": str(tmp_path / "runs")}
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(yaml.safe_dump(data))
+        assert main(["tune", "--config", str(p), "--plain"]) == 0
+        return open_journal(tmp_path / "runs" / name / "journal.jsonl").records()
+
+    first = waste(study("cache-a", 0))
+    second_recs = study("cache-b", 0)
+    second = waste(second_recs)
+    assert first["remeasured_tokens"] == 0 and second["remeasured_tokens"] == 0
+    cached = [r for r in second_recs if r["type"] == "instance" and r.get("source") == "cache"]
+    assert cached and all(r["prompt_tokens"] == r["completion_tokens"] == 0 for r in cached)
+    assert second["tokens_reused"] > 0
+    assert (tmp_path / "runs" / "cache").is_dir()

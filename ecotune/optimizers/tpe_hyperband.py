@@ -1,9 +1,11 @@
-"""BOHB baseline: multivariate TPE proposals with Hyperband brackets, from Optuna.
+"""``tpe_hyperband``: Optuna's multivariate TPE with its Hyperband pruner.
 
-Optuna's ``TPESampler`` proposes configurations and its ``HyperbandPruner`` runs the
-brackets of successive halving over fidelity rungs ``r_min·η^k`` (capped at r_max). One
-Optuna trial is one configuration; each rung it reaches is one EcoTune trial on the first
-``r`` instances. A configuration the pruner keeps is promoted to the next rung.
+This is *not* BOHB (Optuna's TPE does not model the budget; Optuna's own tracker says so):
+for BOHB itself see :mod:`ecotune.optimizers.synetune`. Optuna's ``TPESampler`` proposes
+configurations and its ``HyperbandPruner`` runs the brackets of successive halving over
+fidelity rungs ``r_min·η^k`` (capped at r_max). One Optuna trial is one configuration; each
+rung it reaches is one EcoTune trial on the first ``r`` instances. A configuration the
+pruner keeps is promoted to the next rung.
 """
 
 from __future__ import annotations
@@ -17,21 +19,20 @@ from ecotune.optimizers.base import Optimizer, Proposal
 from ecotune.space import CategoricalParam, FloatParam
 from ecotune.trial import Trial, TrialResult, TrialStatus
 
-optuna.logging.set_verbosity(logging.WARNING)
 
-
-class BOHBOptimizer(Optimizer):
+class TPEHyperbandOptimizer(Optimizer):
     """Multi-fidelity TPE + Hyperband (Optuna).
 
     Args:
         reduction_factor: η of successive halving (and the rung spacing).
     """
 
-    name = "bohb"
+    name = "tpe_hyperband"
     single_fidelity = False
 
     def __init__(self, *args: Any, reduction_factor: int = 3, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        optuna.logging.set_verbosity(logging.WARNING)  # its per-trial INFO lines
         self._rf = int(reduction_factor)
         rungs, r = [], self.r_min
         while r < self.r_max:
@@ -39,7 +40,7 @@ class BOHBOptimizer(Optimizer):
             r *= self._rf
         self.rungs = rungs + [self.r_max]
         self.study = optuna.create_study(
-            study_name=f"ecotune-bohb-{self.seed}", direction="maximize",
+            study_name=f"ecotune-tpe-hyperband-{self.seed}", direction="maximize",
             sampler=optuna.samplers.TPESampler(seed=self.seed, multivariate=True,
                                                group=True, constant_liar=True),
             pruner=optuna.pruners.HyperbandPruner(min_resource=self.r_min,

@@ -155,14 +155,15 @@ def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[s
     Challenger scores are the best trial's per-instance scores. Without champion scores
     on the same instances an existing champion stays; the first promotion becomes champion.
     """
+    from ecotune.best import best_trial
     from ecotune.tracking import promote
 
     track, s = cfg.get("tracking") or {}, study_section(cfg)
-    best = [(r.score, -i, i) for i, r in opt.results.items()
-            if r.score is not None and r.n_evaluated >= opt.r_max and r.instance_scores]
-    if not best:
+    best = best_trial(((i, r) for i, r in opt.results.items()
+                       if r.n_evaluated >= opt.r_max and r.instance_scores), opt.r_max)
+    if best is None:
         return None
-    tid = max(best)[2]
+    tid = best[0]
     res = promote(track["registered_model"], dict(opt.trials[tid].config),
                   {"base_url": engine_url or "in-pipeline", "model": s.get("model")},
                   challenger_scores=opt.results[tid].instance_scores,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from ecotune.best import best_in_journal
 from ecotune.config import (  # noqa: F401 - the study API, re-exported
     CONFIG_KEYS,
     LocalEngine,
@@ -32,7 +33,6 @@ from ecotune.tasks import TaskDataError, make_task
 from ecotune.tasks.base import Task
 from ecotune.tracking.callback import TrackingCallback, make_tracker
 from ecotune.tracking.promotion import run_promotion
-from ecotune.trial import TrialStatus
 
 
 # ---------------------------------------------------------------------------------- pieces
@@ -94,21 +94,8 @@ def _low(space: SearchSpace, fixed: dict[str, Any], name: str, default: int) -> 
 
 
 def best_from_journal(records: list[dict[str, Any]], r_max: int) -> tuple[dict | None, float | None]:
-    """(config, score) of the best trial at the highest fidelity reached (as ``opt.best``)."""
-    asks = {int(r["trial"]["id"]): r["trial"] for r in records if r.get("type") == "ask"}
-    scored = []
-    for r in records:
-        if r.get("type") != "tell" or int(r["trial_id"]) not in asks:
-            continue
-        res = r["result"]
-        if res.get("score") is None or res.get("status") == str(TrialStatus.FAILED):
-            continue
-        scored.append((int(r["trial_id"]), int(res["n_evaluated"]), float(res["score"])))
-    if not scored:
-        return None, None
-    top = min(max(n for _, n, _ in scored), r_max)
-    tid, _, score = max((s for s in scored if s[1] >= top), key=lambda s: (s[2], -s[0]))
-    return dict(asks[tid]["config"]), score
+    """(config, score) of the best trial in a journal (as ``opt.best``: :mod:`ecotune.best`)."""
+    return best_in_journal(records, r_max)
 
 
 # ---------------------------------------------------------------------------------- run

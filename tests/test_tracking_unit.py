@@ -64,8 +64,10 @@ def test_trial_rows_running_totals_and_csv() -> None:
     rows = report.trial_rows(reversed(_rows()))
     assert [r["id"] for r in rows] == [0, 1, 2, 3, 4]
     assert [r["cumulative_tokens"] for r in rows] == [15, 40, 75, 120, 175]
-    # best is taken at the top fidelity only: the 0.9 at fidelity 2 does not count
-    assert [r["best_score"] for r in rows] == [None, 0.3, 0.5, 0.5, 0.5]
+    # the incumbent as the optimizer defines it (ecotune.best): the 0.9 on 2 instances is
+    # the best until a trial measured r_max instances; from then on only those count
+    assert [r["best_score"] for r in rows] == [0.9, 0.3, 0.5, 0.5, 0.5]
+    assert report.best_row(rows)["id"] == 2
     table = list(csv.DictReader(io.StringIO(report.trials_csv(rows))))
     assert table[0]["config.temperature"] == "0.0" and table[3]["score"] == ""
     for make in (report.best_vs_tokens_figure, report.score_vs_tokens_figure):
@@ -86,7 +88,7 @@ def test_trial_events_from_journal(tmp_path: Path) -> None:
     evs = trial_events(j.records())
     assert [e.trial.id for e in evs] == [0, 1, 2, 3]
     assert [e.cumulative_tokens for e in evs] == [15, 40, 75, 120]
-    assert [e.best_score for e in evs] == [None, 0.3, 0.5, 0.5]
+    assert [e.best_score for e in evs] == [0.9, 0.3, 0.5, 0.5]
     assert evs[3].result.status == TrialStatus.FAILED
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ecotune.best import best_trial
 from ecotune.budget import BudgetController
 from ecotune.cost import TokenCostModel
 from ecotune.journal import JournalError, open_journal
@@ -257,20 +258,13 @@ class Optimizer:
 
     # ------------------------------------------------------------------ results
     def best(self) -> tuple[dict[str, Any] | None, float | None]:
-        """(config, score) of the best configuration observed at r_max.
-
-        If no trial has reached r_max yet, the best at the highest fidelity observed.
-        (None, None) before any score.
-        """
-        scored = [(self.results[i], self.trials[i]) for i in self.results
-                  if self.results[i].score is not None
-                  and self.results[i].status != TrialStatus.FAILED]
-        if not scored:
+        """(config, score) of the best configuration (see :mod:`ecotune.best`): the best
+        observed at r_max; before any trial reached r_max, the best at the highest count of
+        instances measured. (None, None) before any score."""
+        best = best_trial(self.results.items(), self.r_max)
+        if best is None:
             return None, None
-        top = max(r.n_evaluated for r, _ in scored)
-        res, trial = max(((r, t) for r, t in scored if r.n_evaluated >= min(top, self.r_max)),
-                         key=lambda rt: (rt[0].score, -rt[1].id))
-        return dict(trial.config), float(res.score)
+        return dict(self.trials[best[0]].config), best[1]
 
     @property
     def tokens_used(self) -> int:

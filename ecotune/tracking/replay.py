@@ -49,8 +49,7 @@ def trial_events(records: Iterable[Mapping[str, Any]], r_max: int | None = None
     """Finished trials (an ``ask`` with its ``tell``) in tell order, with running totals.
 
     Tokens accumulate in tell order (the order they were spent); ``best_score`` follows
-    :func:`ecotune.tracking.report.running_best` (best at ``r_max``, default the highest
-    fidelity seen). Tell records that carry ``cumulative_tokens``/``best_score`` win.
+    :func:`ecotune.tracking.report.running_best` (the incumbent of :mod:`ecotune.best`). Tell records that carry ``cumulative_tokens``/``best_score`` win.
     """
     recs = list(records)
     asks = {int(r["trial"]["id"]): r["trial"] for r in recs if r.get("type") == "ask"}
@@ -60,7 +59,7 @@ def trial_events(records: Iterable[Mapping[str, Any]], r_max: int | None = None
         trial = asks[int(t["trial_id"])]
         res = result_from_dict(t["result"])
         rows.append({"id": trial["id"], "fidelity": trial["fidelity"], "status": str(res.status),
-                     "score": res.score, "tokens": res.tokens,
+                     "score": res.score, "tokens": res.tokens, "n_evaluated": res.n_evaluated,
                      "cumulative_tokens": t.get("cumulative_tokens"),
                      "best_score": t.get("best_score"), "_trial": trial, "_result": res})
     running_best(rows, r_max)

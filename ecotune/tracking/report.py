@@ -20,6 +20,8 @@ matplotlib.use("Agg")  # headless: the study may run in a pod without a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ecotune.best import best_trial  # noqa: E402
+
 _RESULT_KEYS = ("status", "score", "tokens", "prompt_tokens", "completion_tokens",
                 "unsettled_tokens", "reused_tokens", "n_evaluated", "wall_time_s", "error")
 BASE_COLUMNS = ["id", "fidelity", "token_limit", "status", "score", "tokens", "prompt_tokens",
@@ -52,31 +54,31 @@ def _flat_row(item: Mapping[str, Any]) -> dict[str, Any]:
 def running_best(rows: list[dict[str, Any]], fidelity: int | None = None) -> None:
     """Fill ``cumulative_tokens`` and ``best_score`` (in place, where missing).
 
-    ``best_score`` is the best score so far among trials scored at ``fidelity`` (default:
-    the highest fidelity in ``rows``, i.e. r_max), since a score on fewer instances is a
-    noisier estimate; ``None`` until such a trial exists.
+    ``best_score`` is the score of the best trial so far (:mod:`ecotune.best`, with
+    ``fidelity`` as r_max; default: the most instances any row measured); ``None`` before
+    any trial is scored.
     """
-    fids = [r["fidelity"] for r in rows if r.get("fidelity") is not None]
-    top = fidelity if fidelity is not None else (max(fids) if fids else None)
-    total, best = 0, None
+    r_max = fidelity if fidelity is not None else max(
+        (int(r.get("n_evaluated") or 0) for r in rows), default=0)
+    total, seen = 0, []
     for r in rows:
         total += int(r.get("tokens") or 0)
-        ok = r.get("score") is not None and r.get("status") != "failed"
-        if ok and (top is None or r.get("fidelity") == top):
-            best = r["score"] if best is None else max(best, r["score"])
+        if r.get("n_evaluated") is not None:
+            seen.append((r["id"], r))
+        best = best_trial(seen, r_max) if r_max else None
         if r.get("cumulative_tokens") is None:
             r["cumulative_tokens"] = total
         if r.get("best_score") is None:
-            r["best_score"] = best
+            r["best_score"] = None if best is None else best[1]
 
 
 def best_row(rows: list[dict[str, Any]], fidelity: int | None = None) -> dict[str, Any] | None:
-    """The best-scoring successful row at ``fidelity`` (default: the highest one)."""
-    ok = [r for r in rows if r.get("score") is not None and r.get("status") != "failed"]
-    fids = [r["fidelity"] for r in ok if r.get("fidelity") is not None]
-    top = fidelity if fidelity is not None else (max(fids) if fids else None)
-    at_top = [r for r in ok if top is None or r.get("fidelity") == top]
-    return max(at_top, key=lambda r: r["score"], default=None)
+    """The row of the best trial (:mod:`ecotune.best`, ``fidelity`` as r_max)."""
+    r_max = fidelity if fidelity is not None else max(
+        (int(r.get("n_evaluated") or 0) for r in rows), default=0)
+    by_id = {r["id"]: r for r in rows if r.get("n_evaluated") is not None}
+    best = best_trial(by_id.items(), r_max) if r_max else None
+    return None if best is None else by_id[best[0]]
 
 
 def trial_rows(trials: Iterable[Mapping[str, Any]], fidelity: int | None = None

@@ -150,13 +150,21 @@ def serve_vllm(cfg: dict[str, Any], port: int = 8000, timeout_s: float = 1800.0
 
 
 def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[str, Any] | None:
-    """Register the best r_max config in the MLflow registry (see ecotune.tracking.promote).
+    """Promote the best r_max config in the MLflow registry, every run.
 
-    Challenger scores are the best trial's per-instance scores. Without champion scores
-    on the same instances an existing champion stays; the first promotion becomes champion.
+    With an engine to ask (``engine_url``), the winner and the current holder of the
+    study's alias (``tracking.promote_alias``, default ``champion``) are scored on the same
+    held-out instances (after r_max in the nested order, never tuned on; up to
+    ``tracking.held_out``, default 50) and the paired test decides. Without one (the GPU
+    evaluator starts vLLM inside its own pods), the winner's tuning scores are used and an
+    existing champion stays: it cannot be compared fairly.
     """
     from ecotune.best import best_trial
+    from ecotune.engines import make_engine
+    from ecotune.sampler import nested_order
+    from ecotune.tasks import make_task
     from ecotune.tracking import promote
+    from ecotune.tracking.promotion import held_out_promotion
 
     track, s = cfg.get("tracking") or {}, study_section(cfg)
     best = best_trial(((i, r) for i, r in opt.results.items()
@@ -164,11 +172,24 @@ def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[s
     if best is None:
         return None
     tid = best[0]
-    res = promote(track["registered_model"], dict(opt.trials[tid].config),
+    config = dict(opt.trials[tid].config)
+    alias = track.get("promote_alias") or "champion"
+    common = {"tracking_uri": track.get("tracking_uri"),
+              "experiment": f"{track.get('experiment') or 'ecotune'}-promotions",
+              "tags": {"ecotune.study": str(s.get("name")), "ecotune.trial": str(tid)}}
+    if engine_url:
+        task = make_task(task_spec(cfg))
+        order = nested_order(task.instances(), int(s.get("seed", 0)))
+        held = order[opt.r_max: opt.r_max + int(track.get("held_out") or 50)]
+        if held:
+            spec = engine_spec(cfg, engine_url)
+            with make_engine(spec) as engine:
+                return held_out_promotion(track["registered_model"], config, task, engine,
+                                          {"base_url": engine_url, "model": spec["model"]},
+                                          held, alias=alias, **common)
+    res = promote(track["registered_model"], config,
                   {"base_url": engine_url or "in-pipeline", "model": s.get("model")},
-                  challenger_scores=opt.results[tid].instance_scores,
-                  tracking_uri=track.get("tracking_uri"),
-                  experiment=f"{track.get('experiment') or 'ecotune'}-promotions",
-                  tags={"ecotune.study": str(s.get("name")), "ecotune.trial": str(tid)})
+                  challenger_scores=opt.results[tid].instance_scores, champion_alias=alias,
+                  **common)
     return {"model": res.model_name, "version": res.version, "aliases": list(res.aliases),
             "promoted": res.promoted, "reason": res.reason}

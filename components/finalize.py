@@ -13,8 +13,9 @@ def finalize_study(study: dict, journal_uri: str, engine_url: str,
     Appends a ``final`` record (summary, rounds, run state). With tracking enabled, MLflow
     is synced from the journal (missing trial runs re-created) and gets ``trials.csv``,
     plots and ``best_config.yaml``; with a registered model and a successful run, the best
-    config at r_max is promoted (``challenger``, ``champion`` when it wins; see
-    :func:`ecotune.tracking.promote`). Tracking failures never fail the step: the journal
+    config at r_max is promoted (``challenger``, and the study's alias when it beats the
+    current holder on the same held-out instances; see ``promote_best``) and the outcome is
+    appended to the journal (``promotion``). Tracking failures never fail the step: the journal
     stays the source of truth and the next sync catches up.
     """
     import json
@@ -48,5 +49,8 @@ def finalize_study(study: dict, journal_uri: str, engine_url: str,
                 summary["promotion"] = promote_best(opt, study, engine_url)
             except Exception as exc:  # noqa: BLE001
                 log.warning("promotion failed: %s", exc)
+            if summary.get("promotion"):
+                opt.journal.append({"type": "promotion", "key": f"promotion:{journal}:"
+                                    f"{summary['promotion']['version']}", **summary["promotion"]})
     return json.dumps(summary, default=str)
 

@@ -126,6 +126,8 @@ def test_study_config_merges_defaults_and_overrides() -> None:
     }
     assert big["storage"]["journal_uri"] == "s3://serving-ecotune/qwen/qwen-32b-humaneval/journal"
     assert big["tracking"]["registered_model"] == "serving-qwen-32b-humaneval"
+    # the registry alias the pipeline's promotion moves, and its held-out instances
+    assert big["tracking"]["promote_alias"] == "production" and big["tracking"]["held_out"] == 50
     assert big["kfp"]["images"]["control_plane"] == (
         "registry.example.internal/ml-platform/ecotune-control-plane:0.1.0")
 

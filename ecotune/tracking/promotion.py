@@ -19,16 +19,17 @@ from ecotune.tasks.base import Task
 log = logging.getLogger(__name__)
 
 
-def champion_config(model_name: str, tracking_uri: str, registry_uri: str) -> dict[str, Any] | None:
-    """The config of the registry's ``champion`` version of ``model_name`` (None if none)."""
+def champion_config(model_name: str, tracking_uri: str | None, registry_uri: str | None,
+                    alias: str = "champion") -> dict[str, Any] | None:
+    """The config of the registry's ``alias`` version of ``model_name`` (None if none)."""
     import tempfile
 
     from ecotune.tracking.mlflow_tracker import make_client
-    from ecotune.tracking.registry import CHAMPION, get_alias
+    from ecotune.tracking.registry import get_alias
 
     client = make_client(tracking_uri, registry_uri)
     try:
-        mv = get_alias(client, model_name, CHAMPION)
+        mv = get_alias(client, model_name, alias)
     except Exception as e:  # noqa: BLE001 - no such registered model yet
         log.debug("no champion of %s: %s", model_name, e)
         return None
@@ -95,3 +96,29 @@ def run_promotion(cfg: StudyConfig, task: Task, engine: Any, engine_spec: dict[s
         log.warning("promotion outcome not written to the journal %s: %s",
                     cfg.journal_uri, e)
     return out
+
+
+def held_out_promotion(model_name: str, config: dict[str, Any], task: Task, engine: Any,
+                       engine_spec: dict[str, Any], held: list[str], *,
+                       tracking_uri: str | None = None, registry_uri: str | None = None,
+                       alias: str = "champion", experiment: str = "ecotune-promotions",
+                       tags: dict[str, str] | None = None, test: str = "mcnemar",
+                       alpha: float = 0.05, max_in_flight: int = 8) -> dict[str, Any]:
+    """Score ``config`` and the registry's ``alias`` holder on the same held-out instances
+    and promote by the paired test (the pipeline's finalize step; ``run_promotion`` is the
+    in-process one). Returns what happened, held-out tokens included."""
+    from ecotune.runner import evaluate_config
+    from ecotune.tracking.registry import promote
+
+    chal = evaluate_config(task, engine, config, held, max_in_flight=max_in_flight)
+    champ_cfg = champion_config(model_name, tracking_uri, registry_uri, alias)
+    champ = (evaluate_config(task, engine, champ_cfg, held, max_in_flight=max_in_flight)
+             if champ_cfg is not None else None)
+    res = promote(model_name, config, engine_spec, chal.instance_scores,
+                  champ.instance_scores if champ else None, alpha=alpha, test=test,
+                  tracking_uri=tracking_uri, registry_uri=registry_uri, experiment=experiment,
+                  tags=tags, champion_alias=alias)
+    return {"model": res.model_name, "version": res.version, "aliases": list(res.aliases),
+            "promoted": res.promoted, "reason": res.reason, "p_value": res.p_value,
+            "challenger_score": res.challenger_score, "champion_score": res.champion_score,
+            "n": res.n, "held_out_tokens": chal.tokens + (champ.tokens if champ else 0)}

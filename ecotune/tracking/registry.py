@@ -144,6 +144,7 @@ def promote(
     experiment: str = "ecotune-promotions",
     tags: dict[str, str] | None = None,
     local_dir: str = "mlruns",
+    champion_alias: str = CHAMPION,
 ) -> PromotionResult:
     """Register ``config`` as a new version of ``model_name`` and set its aliases.
 
@@ -158,6 +159,8 @@ def promote(
         alpha: Significance level of the one-sided paired test.
         test: ``"mcnemar"`` (exact, 0/1 scores) or ``"bootstrap"`` (paired, continuous).
         tags: Extra version/run tags (e.g. the study name).
+        champion_alias: The alias the winner holds (the chart's ``mlflow.registry.alias``,
+            e.g. ``production``); ``challenger`` always marks the newest version.
 
     Returns:
         A :class:`PromotionResult`.
@@ -172,7 +175,7 @@ def promote(
     _, version = log_config_model(client, exp_id, model_name, redact(config), engine, base_tags)
     client.set_registered_model_alias(model_name, CHALLENGER, version)
 
-    current = get_alias(client, model_name, CHAMPION)
+    current = get_alias(client, model_name, champion_alias)
     prev = str(current.version) if current is not None else None
     p = t = champ_score = None
     if current is None:
@@ -198,7 +201,7 @@ def promote(
         client.set_model_version_tag(model_name, version, k, v)
     aliases = [CHALLENGER]
     if promoted:
-        client.set_registered_model_alias(model_name, CHAMPION, version)
-        aliases.append(CHAMPION)
+        client.set_registered_model_alias(model_name, champion_alias, version)
+        aliases.append(champion_alias)
     return PromotionResult(model_name, version, aliases, promoted, p, t, ch_score, champ_score,
                            len(scores), reason, prev)

@@ -8,6 +8,7 @@ journal, and the two runs' accounting is compared.
 Kept small (2 rounds of 2 trials, a tiny budget): every step is a subprocess.
 """
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -27,7 +28,7 @@ def study_config(mlflow_uri: str, tag: str) -> dict:
     return {"version": 1,
             "study": {"name": f"pipeline-it-{tag}", "model": "smollm2-135m-instruct",
                       "task": {"name": "arithmetic", "n": 20}, "optimizer": "ecotune",
-                      "budget_tokens": BUDGET, "r_min": 2, "r_max": 4, "seed": 3,
+                      "budget_tokens": BUDGET, "r_min": 4, "r_max": 4, "seed": 3,
                       "max_trials": None, "fixed": {},
                       "search_space": {
                           "temperature": {"type": "float", "low": 0.0, "high": 1.0},
@@ -130,6 +131,23 @@ def test_pipeline_runs_rounds_within_budget(tmp_path, vllm_server, s3_server, ml
     trial_runs = client.search_runs([exp.experiment_id], "tags.`ecotune.role` = 'trial'",
                                     max_results=100)
     assert len(trial_runs) == 2 * BATCH
+
+    # promotion happened on held-out instances (never tuned on); a second finalize (as the
+    # next scheduled run's would) scores the champion on the same instances and compares
+    (first,) = [r for r in recs if r["type"] == "promotion"]  # all trials ran at r_max
+    assert first["n"] == 20 - 4 and first["aliases"][0] == "challenger"
+    from kfp import dsl
+
+    from components import finalize_study
+
+    again = json.loads(finalize_study.python_func(
+        study=cfg, journal_uri=journal, engine_url=vllm_server, run_key="",
+        status=dsl.PipelineTaskFinalStatus(state="SUCCEEDED", pipeline_job_resource_name="j",
+                                           pipeline_task_name="exit", error_code=None,
+                                           error_message=None)))
+    second = again["promotion"]
+    assert second["champion_score"] is not None and second["n"] == first["n"]
+    assert second["version"] != first["version"]
 
     # the same study in-process, same components and engine, on a local journal
     out = sample_dataset.python_func(study=cfg, subsets_uri=str(tmp_path / "local"),

@@ -72,7 +72,7 @@ bench-tables: install
 	$(VENV)/bin/ecotune bench collect --task arithmetic --engine-url $(BENCH_URL) --model smollm2-135m-instruct --n-configs 48 --instances 80 --out benchmarks/arithmetic.jsonl.gz
 	$(VENV)/bin/ecotune bench collect --task gsm8k_calc --engine-url $(BENCH_URL) --model smollm2-135m-instruct --n-configs 48 --instances 80 --out benchmarks/gsm8k_calc.jsonl.gz
 
+BENCH_OPTIMIZERS ?= ecotune,ecotune+paper,ecotune+noprune,random,qmc,botorch,cmaes,bohb,asha,tpe_hyperband,gp,tpe,helm
 bench-report: install
-	for t in arithmetic gsm8k_calc; do $(VENV)/bin/ecotune bench run --table benchmarks/$$t.jsonl.gz --budget 50000 --seeds 10 --optimizers ecotune,random,qmc,botorch,cmaes,bohb,helm,ecotune+default --out benchmarks/report_$$t/ --no-timing || exit 1; done
-	for t in arithmetic gsm8k_calc; do $(VENV)/bin/ecotune bench run --table benchmarks/$$t.jsonl.gz --budget 50000 --seeds 10 --optimizers ecotune,random,qmc,botorch,cmaes,bohb,helm,ecotune+default --out benchmarks/report_$${t}_restricted/ --no-timing --restrict || exit 1; done
-	$(VENV)/bin/ecotune bench run --table synthetic --budget 50000 --seeds 10 --optimizers ecotune,random,qmc,botorch,cmaes,bohb,helm,ecotune+default --out benchmarks/report_synthetic/
+	for t in arithmetic gsm8k_calc; do $(VENV)/bin/ecotune bench run --table benchmarks/$$t.jsonl.gz --budget 50000 --seeds 10 --optimizers $(BENCH_OPTIMIZERS) --out benchmarks/report_$${t}_restricted/ --restrict || exit 1; done
+	$(VENV)/bin/ecotune bench run --table synthetic --budget 50000 --seeds 10 --optimizers $(BENCH_OPTIMIZERS) --out benchmarks/report_synthetic/

@@ -1,0 +1,155 @@
+"""One benchmark study at a time: the problem (a recorded table or the synthetic landscape),
+one optimizer replayed on it with the same accounting as a real study, and the measures
+the report aggregates (tokens to a target, ask+tell time).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ecotune.bench.replay import ReplayEvaluator, Table
+from ecotune.bench.synthetic import SyntheticEvaluator, SyntheticLandscape, synthetic_space
+from ecotune.optimizers import make_optimizer
+from ecotune.space import SearchSpace
+from ecotune.trial import TrialStatus
+
+
+@dataclass
+class Bench:
+    """What a benchmark run needs: space, fidelities, an evaluator and the true score."""
+
+    name: str
+    space: SearchSpace
+    r_min: int
+    r_max: int
+    make_evaluator: Callable[[], Any]
+    true_score: Callable[[dict[str, Any] | None], float]
+    oracle: float
+    oracle_label: str
+    helm_fixed: dict[str, Any]
+    table: Table | None = None
+
+
+def load_bench(table: str, r_min: int | None = None, r_max: int | None = None) -> Bench:
+    """``synthetic`` (the parametric landscape, 200 instances, r in [5, 60]) or a table."""
+    if table == "synthetic":
+        land = SyntheticLandscape(200, seed=1)
+        space = synthetic_space()
+        return Bench("synthetic", space, r_min or 5, r_max or 60,
+                     lambda: SyntheticEvaluator(land),
+                     lambda c: float("nan") if c is None else land.true_score(c),
+                     land.optimum(space, 5000), "dense random search (5000 configs)", {})
+    tb = Table.load(table)
+    n = tb.n_instances
+    helm = tb.helm_config or {}
+    fixed = {"max_tokens": helm["max_tokens"]} if "max_tokens" in helm else {}
+    return Bench(tb.name, tb.space, r_min or max(2, n // 16), min(r_max or n, n),
+                 lambda: ReplayEvaluator(tb), tb.true_score, float(tb.true_scores.max()),
+                 f"best of the {tb.n_configs} table configs", fixed, tb)
+
+
+#: experimental variants, benchmarked only here (not part of ``ecotune.optimizers``).
+#: EcoTune variants: with the HELM default first; the paper's acquisition (eq. 3 and 4 on a
+#: multi-fidelity GP); without early stopping
+EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune")
+
+
+def replay_one(bench: Bench, method: str, seed: int, budget: int,
+               restrict: bool = False) -> dict[str, Any]:
+    """One study; returns its trajectory and final incumbent's true score.
+
+    ``restrict``: the table's configs are the optimizers' ``candidates`` (a finite search
+    space, as in HPO-B), instead of mapping free proposals to the nearest table config.
+    """
+    opts: dict[str, Any] = {"fixed": bench.helm_fixed} if method == "helm" else {}
+    if restrict and bench.table is not None and method != "helm":
+        opts["candidates"] = bench.table.configs
+    if method == "ecotune+default":
+        # EcoTune with the HELM default as its first initial-design point
+        from ecotune.space import helm_default
+
+        opts["initial_configs"] = [helm_default(bench.space, bench.helm_fixed.get("max_tokens"))]
+    elif method == "ecotune+paper":
+        opts["acquisition"] = "paper"
+    elif method == "ecotune+noprune":
+        opts["early_stopping"] = False
+    opt = make_optimizer(method.split("+")[0], space=bench.space, budget_tokens=budget,
+                         r_min=bench.r_min, r_max=bench.r_max, seed=seed, **opts)
+    ev = bench.make_evaluator()
+    traj: list[tuple[int, float]] = []
+    over_limit = 0
+    cache: dict[str, float] = {}
+    t0 = time.monotonic()
+    while True:
+        trial = opt.ask()
+        if trial is None:
+            break
+        res = ev.evaluate(trial)
+        over_limit += res.tokens > trial.token_limit
+        opt.tell(trial, result=res)
+        cfg, _ = opt.best()
+        key = json.dumps(cfg, sort_keys=True, default=str)
+        if key not in cache:
+            cache[key] = bench.true_score(cfg)
+        traj.append((opt.tokens_used, cache[key]))
+    cfg, score = opt.best()
+    out = {"method": method, "seed": seed, "trials": len(opt.results),
+           "tokens_used": opt.tokens_used, "budget": budget, "stop_reason": opt.stop_reason,
+           "final_true": bench.true_score(cfg), "final_observed": score, "best_config": cfg,
+           "trajectory": traj, "over_limit": int(over_limit),
+           "failed": sum(r.status == TrialStatus.FAILED for r in opt.results.values()),
+           "wall_s": time.monotonic() - t0}
+    if isinstance(ev, ReplayEvaluator):
+        out["distinct_configs"] = len(set(ev.hits))
+        out["mean_map_dist"] = float(np.mean(ev.dists)) if ev.dists else float("nan")
+    return out
+
+
+def tokens_to_target(traj: list[tuple[int, float]], target: float, keep: bool = True) -> float:
+    """Tokens spent when the incumbent's true score reaches ``target`` (inf: never).
+
+    With ``keep`` (the default, used in the report), the point from which the incumbent
+    stays at or above the target until the study ends, so a lucky early incumbent that is
+    later replaced by a worse one does not count; without it, the first time it does.
+    """
+    hit = math.inf
+    for tokens, score in traj:
+        ok = not math.isnan(score) and score >= target - 1e-12
+        if ok and (not keep or not math.isfinite(hit)):
+            hit = float(tokens)
+            if not keep:
+                return hit
+        elif not ok and keep:
+            hit = math.inf
+    return hit
+
+
+def time_ask_tell(points: tuple[int, ...] = (50, 200), window: int = 5, seed: int = 0) -> dict[int, float]:
+    """EcoTune's mean ask+tell seconds per trial around ``points`` observations (synthetic)."""
+    land = SyntheticLandscape(200, seed=1)
+    space = synthetic_space()
+    opt = make_optimizer("ecotune", space=space, budget_tokens=10**12, r_min=5, r_max=60,
+                         seed=seed)
+    ev = SyntheticEvaluator(land)
+    times: dict[int, list[float]] = {p: [] for p in points}
+    for n_obs in range(max(points) + window):
+        t0 = time.perf_counter()
+        trial = opt.ask()
+        dt = time.perf_counter() - t0
+        if trial is None:
+            break
+        res = ev.evaluate(trial)
+        t1 = time.perf_counter()
+        opt.tell(trial, result=res)
+        dt += time.perf_counter() - t1
+        for p in points:
+            if p - window <= n_obs < p + window:
+                times[p].append(dt)
+    return {p: float(np.mean(v)) if v else float("nan") for p, v in times.items()}

@@ -91,9 +91,11 @@ def test_parent_run(study: Any) -> None:
     p = run.data.params
     assert p["r_max"] == "8" and p["optimizer.name"] == "token_bo"
     assert p["engine.api_key"] == "***REDACTED***" and "space.temperature.low" not in p
+    # the incumbent as the optimizer defines it (ecotune.best): the best among the trials
+    # that measured the most instances so far, r_max-only once a trial reached r_max
     hist = c.get_metric_history(run.info.run_id, "best_score")
     assert [(m.step, m.value) for m in sorted(hist, key=lambda m: m.step)] == [
-        (4, 0.5), (5, 0.625)]
+        (0, 0.5), (1, 1.0), (2, 0.25), (3, 0.75), (4, 0.5), (5, 0.625)]
     cum = sorted(c.get_metric_history(run.info.run_id, "cumulative_tokens"), key=lambda m: m.step)
     assert [m.value for m in cum] == [120, 240, 480, 720, 1200, 1680]
     assert run.data.metrics["final.total_tokens"] == 1680
@@ -170,7 +172,7 @@ def test_sync_from_journal_after_outage(mlflow_uri: str, tmp_path: Path) -> None
     kids = _children(live)
     assert sorted(int(r.data.tags["ecotune.trial_id"]) for r in kids) == list(range(6))
     hist = live.client.get_metric_history(live.parent_run_id, "best_score")
-    assert max(m.value for m in hist) == 0.625
+    assert max(hist, key=lambda m: m.step).value == 0.625  # the final incumbent, at r_max
     assert live.client.get_run(live.parent_run_id).data.tags["ecotune.model"] == "qwen"
 
 

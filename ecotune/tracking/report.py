@@ -14,13 +14,11 @@ import io
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import matplotlib
+# figures are built with matplotlib's object API (no pyplot, so no backend is chosen and
+# nothing global is set: it works headless, in a pod, and leaves a notebook's backend alone)
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: the study may run in a pod without a display
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ecotune.best import best_trial  # noqa: E402
+from ecotune.best import best_trial
 
 _RESULT_KEYS = ("status", "score", "tokens", "prompt_tokens", "completion_tokens",
                 "unsettled_tokens", "reused_tokens", "n_evaluated", "wall_time_s", "error")
@@ -102,7 +100,8 @@ def trials_csv(rows: list[dict[str, Any]]) -> str:
 
 def best_vs_tokens_figure(rows: list[dict[str, Any]]) -> Figure:
     """Best score so far (step line) against cumulative tokens spent."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     pts = [(r["cumulative_tokens"], r["best_score"]) for r in rows if r.get("best_score") is not None]
     if pts:
         xs, ys = zip(*pts, strict=True)
@@ -117,7 +116,8 @@ def best_vs_tokens_figure(rows: list[dict[str, Any]]) -> Figure:
 
 def score_vs_tokens_figure(rows: list[dict[str, Any]]) -> Figure:
     """Each trial's score against its own token spend, coloured by fidelity."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     pts = [r for r in rows if r.get("score") is not None]
     if pts:
         sc = ax.scatter([r["tokens"] or 0 for r in pts], [r["score"] for r in pts],
@@ -132,5 +132,6 @@ def score_vs_tokens_figure(rows: list[dict[str, Any]]) -> Figure:
 
 
 def close(fig: Figure) -> None:
-    """Free a figure (pyplot keeps them alive otherwise)."""
-    plt.close(fig)
+    """Free a figure's drawing state (figures here are not registered with pyplot, so
+    dropping the last reference frees them too)."""
+    fig.clear()

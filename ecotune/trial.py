@@ -7,6 +7,7 @@ replay table, or as a Kubeflow step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -95,3 +96,49 @@ class TrialResult:
         d["status"] = str(self.status)
         d["tokens"] = self.tokens
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialResult:
+        """The inverse of :meth:`to_dict` (journal ``tell`` records)."""
+        score = d.get("score")
+        return cls(score=None if score is None else float(score),
+                   prompt_tokens=int(d.get("prompt_tokens", 0)),
+                   completion_tokens=int(d.get("completion_tokens", 0)),
+                   n_evaluated=int(d.get("n_evaluated", 0)),
+                   status=TrialStatus(d.get("status", "complete")),
+                   instance_ids=list(d.get("instance_ids", [])),
+                   instance_scores=list(d.get("instance_scores", [])), error=d.get("error"),
+                   wall_time_s=float(d.get("wall_time_s", 0.0)),
+                   unsettled_tokens=int(d.get("unsettled_tokens", 0)),
+                   reused_tokens=int(d.get("reused_tokens", 0)))
+
+
+def result_from_fields(t, score, tokens, n_evaluated, prompt_tokens, completion_tokens, status,
+                       error, instance_ids, instance_scores, wall_time_s) -> TrialResult:
+    """A result from ``tell``'s separate fields (``tokens`` alone is enough)."""
+    if tokens is None and prompt_tokens is None:
+        raise ValueError("tell needs tokens (or prompt_tokens and completion_tokens)")
+    completion = int(completion_tokens or 0)
+    prompt = int(prompt_tokens) if prompt_tokens is not None else int(tokens) - completion
+    if tokens is not None and prompt + completion != int(tokens):
+        raise ValueError(f"tokens ({tokens}) != prompt_tokens + completion_tokens "
+                         f"({prompt} + {completion})")
+    n = t.fidelity if n_evaluated is None else int(n_evaluated)
+    if status is None:
+        status = (TrialStatus.FAILED if score is None else
+                  TrialStatus.COMPLETE if n >= t.fidelity else TrialStatus.PARTIAL)
+    return TrialResult(score=None if score is None else float(score), prompt_tokens=prompt,
+                       completion_tokens=completion, n_evaluated=n, status=TrialStatus(status),
+                       instance_ids=list(instance_ids or []),
+                       instance_scores=list(instance_scores or []), error=error,
+                       wall_time_s=float(wall_time_s))
+
+
+def check_result(t: Trial, r: TrialResult) -> None:
+    """Refuse a result that cannot belong to trial ``t``."""
+    if r.prompt_tokens < 0 or r.completion_tokens < 0 or r.unsettled_tokens < 0:
+        raise ValueError("token counts must be >= 0")
+    if not 0 <= r.n_evaluated <= t.fidelity:
+        raise ValueError(f"n_evaluated ({r.n_evaluated}) must be in [0, {t.fidelity}]")
+    if r.score is not None and not math.isfinite(r.score):
+        raise ValueError(f"score must be finite, got {r.score}")

@@ -23,8 +23,8 @@ import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-from ecotune.engines.base import Completion, EngineError, Prompt
-from ecotune.engines.retry import OutcomeUnknown, Refused, retrying
+from ecotune.engines.base import Completion, Prompt
+from ecotune.engines.retry import Refused, with_retries
 from ecotune.ledger import Hold, OverLimit, TokenLedger
 from ecotune.sampling import SamplingParams
 
@@ -114,27 +114,20 @@ class BatchMixin:
         if ledger is not None and prompt_tokens is None:
             raise ValueError("charging a request needs its exact prompt token count")
         worst = (prompt_tokens or 0) + params.worst_case_completion_tokens()
-        first = hold
-        attempts = 0
-        try:
-            async for attempt in retrying(self.max_retries, self.backoff_base_s,
-                                          self.backoff_max_s):
-                with attempt:
-                    attempts += 1
-                    h, first = first, None
-                    if h is None and ledger is not None:
-                        h = ledger.authorize(worst, index=index, retry=True)
-                        if h is None:
-                            raise OverLimit(f"request {index}: attempt {attempts} "
-                                            f"({worst} tokens worst case) would pass the "
-                                            f"trial's token limit")
-                    c = await self._attempt(prompt, params, index, h)
-                    kept = ledger.kept_for(index) if ledger is not None else 0
-                    return dataclasses.replace(c, unsettled_tokens=kept)
-        except (Refused, OutcomeUnknown) as e:
-            raise EngineError(f"{self!r}: request failed after {_attempts(attempts)}; "
-                              f"last: {e}") from e
-        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+        async def attempt(n: int) -> Completion:
+            h = hold if n == 1 else None
+            if h is None and ledger is not None:
+                h = ledger.authorize(worst, index=index, retry=True)
+                if h is None:
+                    raise OverLimit(f"request {index}: attempt {n} ({worst} tokens worst "
+                                    f"case) would pass the trial's token limit")
+            c = await self._attempt(prompt, params, index, h)
+            kept = ledger.kept_for(index) if ledger is not None else 0
+            return dataclasses.replace(c, unsettled_tokens=kept)
+
+        return await with_retries(attempt, f"{self!r}: request", self.max_retries,
+                                  self.backoff_base_s, self.backoff_max_s)
 
     async def _attempt(self, prompt: Prompt, params: SamplingParams, index: int,
                        hold: Hold | None) -> Completion:
@@ -271,10 +264,6 @@ async def _settle(coro: Coroutine[Any, Any, Any]) -> None:
     for task in asyncio.all_tasks():
         if task.get_coro() is coro:
             await asyncio.wait([task], timeout=10)
-
-
-def _attempts(n: int) -> str:
-    return f"{n} attempt" + ("s" if n != 1 else "")
 
 
 def _index_or_inf(fut: asyncio.Future[Completion]) -> float:

@@ -25,7 +25,7 @@ import httpx
 
 from ecotune.engines._runner import BatchMixin
 from ecotune.engines.base import Completion, EngineError, Messages, Prompt
-from ecotune.engines.retry import OutcomeUnknown, Refused, parse_retry_after, retrying
+from ecotune.engines.retry import OutcomeUnknown, Refused, parse_retry_after, with_retries
 from ecotune.sampling import SamplingParams
 
 #: Refused before any work, worth another try: nothing was billed.
@@ -172,17 +172,9 @@ class OpenAIEngine(BatchMixin):
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """A POST that bills nothing (``/tokenize``), under the same retry policy."""
-        attempts = 0
-        try:
-            async for attempt in retrying(self.max_retries, self.backoff_base_s,
-                                          self.backoff_max_s):
-                with attempt:
-                    attempts += 1
-                    return await self._post_once(path, body)
-        except (Refused, OutcomeUnknown) as e:
-            raise EngineError(f"POST {self.base_url}{path} failed after {attempts} "
-                              f"attempt{'s' if attempts != 1 else ''}; last: {e}") from e
-        raise AssertionError("unreachable: tenacity either returns or re-raises")
+        return await with_retries(lambda _: self._post_once(path, body),
+                                  f"POST {self.base_url}{path}", self.max_retries,
+                                  self.backoff_base_s, self.backoff_max_s)
 
     # -- API -------------------------------------------------------------------------------
     def check(self) -> None:

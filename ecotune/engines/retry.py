@@ -22,6 +22,9 @@ completion marks the instance failed).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -31,6 +34,8 @@ from tenacity import (
 )
 
 from ecotune.engines.base import EngineError
+
+T = TypeVar("T")
 
 
 class Refused(EngineError):
@@ -88,3 +93,20 @@ def retrying(max_retries: int, base_s: float, max_s: float) -> AsyncRetrying:
         retry=retry_if_exception(_retryable),
         reraise=True,
     )
+
+
+async def with_retries(attempt: Callable[[int], Awaitable[T]], what: str, max_retries: int,
+                       base_s: float, max_s: float) -> T:
+    """``await attempt(1)``, then ``attempt(2)``, ... under the policy; when a refusal or an
+    unknown outcome is the last word, an :class:`EngineError` names ``what``, the attempts
+    and why. Other errors (a retry over the token limit, say) pass through as they are."""
+    n = 0
+    try:
+        async for state in retrying(max_retries, base_s, max_s):
+            with state:
+                n += 1
+                return await attempt(n)
+    except (Refused, OutcomeUnknown) as e:
+        raise EngineError(f"{what} failed after {n} attempt{'s' if n != 1 else ''}; "
+                          f"last: {e}") from e
+    raise AssertionError("unreachable: tenacity either returns or re-raises")

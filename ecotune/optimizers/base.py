@@ -23,7 +23,7 @@ from ecotune.budget import BudgetController
 from ecotune.cost import TokenCostModel
 from ecotune.journal import JournalError, open_journal
 from ecotune.space import SearchSpace
-from ecotune.trial import Trial, TrialResult, TrialStatus
+from ecotune.trial import Trial, TrialResult, TrialStatus, check_result, result_from_fields
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class Optimizer:
             if rec["type"] == "ask":
                 self._apply_ask(Trial.from_dict(rec["trial"]), rec.get("meta", {}))
             elif rec["type"] == "tell" and rec["trial_id"] in self.pending:
-                self._apply_tell(rec["trial_id"], _result_from_dict(rec["result"]))
+                self._apply_tell(rec["trial_id"], TrialResult.from_dict(rec["result"]))
         self._reissue = sorted(self.pending)
 
     # ------------------------------------------------------------------ ask / tell
@@ -226,10 +226,10 @@ class Optimizer:
             raise ValueError(f"trial {tid} was never asked by this optimizer")
         t = self.trials[tid]
         if result is None:
-            result = _make_result(t, score, tokens, n_evaluated, prompt_tokens,
+            result = result_from_fields(t, score, tokens, n_evaluated, prompt_tokens,
                                   completion_tokens, status, error, instance_ids,
                                   instance_scores, wall_time_s)
-        _check_result(t, result)
+        check_result(t, result)
         if result.tokens > t.token_limit:
             log.error("trial %s spent %s tokens over its limit %s", tid, result.tokens,
                       t.token_limit)
@@ -377,43 +377,3 @@ def _check_candidates(space: SearchSpace,
                              f"({space.params[n]!r})")
         out.append(valid)
     return out
-
-
-def _make_result(t, score, tokens, n_evaluated, prompt_tokens, completion_tokens, status,
-                 error, instance_ids, instance_scores, wall_time_s) -> TrialResult:
-    if tokens is None and prompt_tokens is None:
-        raise ValueError("tell needs tokens (or prompt_tokens and completion_tokens)")
-    completion = int(completion_tokens or 0)
-    prompt = int(prompt_tokens) if prompt_tokens is not None else int(tokens) - completion
-    if tokens is not None and prompt + completion != int(tokens):
-        raise ValueError(f"tokens ({tokens}) != prompt_tokens + completion_tokens "
-                         f"({prompt} + {completion})")
-    n = t.fidelity if n_evaluated is None else int(n_evaluated)
-    if status is None:
-        status = (TrialStatus.FAILED if score is None else
-                  TrialStatus.COMPLETE if n >= t.fidelity else TrialStatus.PARTIAL)
-    return TrialResult(score=None if score is None else float(score), prompt_tokens=prompt,
-                       completion_tokens=completion, n_evaluated=n, status=TrialStatus(status),
-                       instance_ids=list(instance_ids or []),
-                       instance_scores=list(instance_scores or []), error=error,
-                       wall_time_s=float(wall_time_s))
-
-
-def _check_result(t: Trial, r: TrialResult) -> None:
-    if r.prompt_tokens < 0 or r.completion_tokens < 0 or r.unsettled_tokens < 0:
-        raise ValueError("token counts must be >= 0")
-    if not 0 <= r.n_evaluated <= t.fidelity:
-        raise ValueError(f"n_evaluated ({r.n_evaluated}) must be in [0, {t.fidelity}]")
-    if r.score is not None and not math.isfinite(r.score):
-        raise ValueError(f"score must be finite, got {r.score}")
-
-
-def _result_from_dict(d: dict[str, Any]) -> TrialResult:
-    return TrialResult(score=d.get("score"), prompt_tokens=int(d["prompt_tokens"]),
-                       completion_tokens=int(d["completion_tokens"]),
-                       n_evaluated=int(d["n_evaluated"]), status=TrialStatus(d["status"]),
-                       instance_ids=list(d.get("instance_ids", [])),
-                       instance_scores=list(d.get("instance_scores", [])),
-                       error=d.get("error"), wall_time_s=float(d.get("wall_time_s", 0.0)),
-                       unsettled_tokens=int(d.get("unsettled_tokens", 0)),
-                       reused_tokens=int(d.get("reused_tokens", 0)))

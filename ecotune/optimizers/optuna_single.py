@@ -10,8 +10,23 @@ from typing import Any
 import optuna
 
 from ecotune.optimizers.base import Optimizer, Proposal
-from ecotune.space import CategoricalParam, FloatParam
+from ecotune.space import CategoricalParam, FloatParam, SearchSpace
 from ecotune.trial import Trial, TrialResult, TrialStatus
+
+
+def suggest_config(ot: optuna.trial.Trial, space: SearchSpace) -> dict[str, Any]:
+    """A config from an Optuna trial, define-by-run: inactive settings are not suggested."""
+    config: dict[str, Any] = {}
+    for name, p in space.params.items():
+        if not space.is_active(name, config):
+            continue
+        if isinstance(p, CategoricalParam):
+            config[name] = ot.suggest_categorical(name, p.choices)
+        elif isinstance(p, FloatParam):
+            config[name] = ot.suggest_float(name, p.low, p.high, log=p.log)
+        else:
+            config[name] = ot.suggest_int(name, p.low, p.high, log=p.log)
+    return config
 
 
 class OptunaOptimizer(Optimizer):
@@ -30,17 +45,7 @@ class OptunaOptimizer(Optimizer):
         return optuna.samplers.TPESampler(seed=self.seed, multivariate=True, group=True)
 
     def _suggest(self, ot: optuna.trial.Trial) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for name, p in self.space.params.items():
-            if not self.space.is_active(name, config):
-                continue
-            if isinstance(p, CategoricalParam):
-                config[name] = ot.suggest_categorical(name, p.choices)
-            elif isinstance(p, FloatParam):
-                config[name] = ot.suggest_float(name, p.low, p.high, log=p.log)
-            else:
-                config[name] = ot.suggest_int(name, p.low, p.high, log=p.log)
-        return config
+        return suggest_config(ot, self.space)
 
     def _propose(self) -> Proposal:
         self._live = ot = self.study.ask()

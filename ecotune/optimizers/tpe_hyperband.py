@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from ecotune.optimizers.base import Optimizer, Proposal
-from ecotune.space import CategoricalParam, FloatParam
+from ecotune.optimizers.optuna_single import suggest_config
 from ecotune.trial import Trial, TrialResult, TrialStatus
 
 
@@ -53,17 +53,7 @@ class TPEHyperbandOptimizer(Optimizer):
         self._options.update(reduction_factor=self._rf)
 
     def _suggest(self, ot: optuna.trial.Trial) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for name, p in self.space.params.items():
-            if not self.space.is_active(name, config):
-                continue
-            if isinstance(p, CategoricalParam):
-                config[name] = ot.suggest_categorical(name, p.choices)
-            elif isinstance(p, FloatParam):
-                config[name] = ot.suggest_float(name, p.low, p.high, log=p.log)
-            else:
-                config[name] = ot.suggest_int(name, p.low, p.high, log=p.log)
-        return config
+        return suggest_config(ot, self.space)
 
     def _propose(self) -> Proposal:
         if self._promote:

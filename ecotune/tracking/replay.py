@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ecotune.tracking.report import running_best
-from ecotune.trial import Trial, TrialResult, TrialStatus
+from ecotune.trial import Trial, TrialResult
 
 
 @dataclass(frozen=True)
@@ -22,21 +22,6 @@ class TrialEvent:
     result: TrialResult
     cumulative_tokens: int
     best_score: float | None
-
-
-def result_from_dict(d: Mapping[str, Any]) -> TrialResult:
-    """Inverse of :meth:`TrialResult.to_dict` (ignores the derived ``tokens``)."""
-    return TrialResult(
-        score=None if d.get("score") is None else float(d["score"]),
-        prompt_tokens=int(d.get("prompt_tokens", 0)),
-        completion_tokens=int(d.get("completion_tokens", 0)),
-        n_evaluated=int(d.get("n_evaluated", 0)),
-        status=TrialStatus(d.get("status", "complete")),
-        instance_ids=list(d.get("instance_ids", [])),
-        instance_scores=list(d.get("instance_scores", [])),
-        error=d.get("error"),
-        wall_time_s=float(d.get("wall_time_s", 0.0)),
-    )
 
 
 def study_record(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -57,7 +42,7 @@ def trial_events(records: Iterable[Mapping[str, Any]], r_max: int | None = None
     rows: list[dict[str, Any]] = []
     for t in tells:
         trial = asks[int(t["trial_id"])]
-        res = result_from_dict(t["result"])
+        res = TrialResult.from_dict(t["result"])
         rows.append({"id": trial["id"], "fidelity": trial["fidelity"], "status": str(res.status),
                      "score": res.score, "tokens": res.tokens, "n_evaluated": res.n_evaluated,
                      "cumulative_tokens": t.get("cumulative_tokens"),

@@ -13,7 +13,8 @@ from ecotune.engines import EngineError, OpenAIEngine
 from ecotune.journal import open_journal
 from ecotune.ledger import OverLimit, TokenLedger
 from ecotune.sampling import SamplingParams
-from ecotune.testing.faults import FAULTS, MODEL, FaultServer, TcpProxy
+from ecotune.testing.faults import FAULTS, MODEL, FaultServer
+from ecotune.testing.proxy import TcpProxy
 
 
 def _engine(url: str, **kw) -> OpenAIEngine:

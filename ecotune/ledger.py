@@ -165,15 +165,18 @@ def journal_charged(records: list[dict[str, Any]]) -> int:
     """Every token the journal says a study may have cost the engine: told trials at what
     they were told, trials never told at their instance records and orphaned holds. An upper bound of the engine's bill when every request was journalled
     before it was sent (see :class:`TokenLedger`)."""
-    told = {r["trial_id"]: r for r in records if r.get("type") == "tell"}
+    told = {int(r["trial_id"]): r for r in records if r.get("type") == "tell"}
     total = sum(int(r["result"]["tokens"]) for r in told.values())
-    asked = {int(r["trial"]["id"]) for r in records if r.get("type") == "ask"}
-    for tid in sorted(asked - set(told)):
-        for r in records:
-            if r.get("trial_id") != tid:
-                continue
-            if r.get("type") == "instance":
-                total += int(r["prompt_tokens"]) + int(r["completion_tokens"])
-                total += int(r.get("unsettled_tokens", 0))
-        total += orphan_holds(records, tid)
-    return total
+    untold = {int(r["trial"]["id"]) for r in records if r.get("type") == "ask"} - set(told)
+    holds: dict[str, int] = {}
+    settled: set[str] = set()
+    for r in records:  # one pass: instance usage and holds of trials never told
+        if r.get("trial_id") is None or int(r["trial_id"]) not in untold:
+            continue
+        if r.get("type") == "instance":
+            total += int(r["prompt_tokens"]) + int(r["completion_tokens"])
+            total += int(r.get("unsettled_tokens", 0))
+            settled.update(str(k) for k in r.get("holds", ()))
+        elif r.get("type") == "hold":
+            holds[str(r["key"])] = int(r["tokens"])
+    return total + sum(t for k, t in holds.items() if k not in settled)

@@ -161,7 +161,7 @@ def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[s
     """
     from ecotune.best import best_trial
     from ecotune.engines import make_engine
-    from ecotune.sampler import nested_order
+    from ecotune.subsets import nested_order
     from ecotune.tasks import make_task
     from ecotune.tracking import promote
     from ecotune.tracking.promotion import held_out_promotion

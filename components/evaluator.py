@@ -32,10 +32,10 @@ def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
     )
     from ecotune.cache import ResponseCache
     from ecotune.engines import make_engine
-    from ecotune.runner import EngineEvaluator
-    from ecotune.sampler import load_subset
+    from ecotune.subsets import load_subset
     from ecotune.tasks import make_task
     from ecotune.trial import TrialResult, TrialStatus
+    from ecotune.trial_runner import EngineEvaluator
 
     # the local runner hands numbers inside dicts over as floats
     trial_id, journal_uri = int(trial["trial_id"]), str(trial["journal_uri"])

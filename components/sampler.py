@@ -13,7 +13,7 @@ def sample_dataset(study: dict, subsets_uri: str, journal_uri: str, run_key: str
     """Write ``subsets/<task>/<seed>/`` under ``subsets_uri`` once and open the journal.
 
     Idempotent: an identical ordering already stored is reused; a different one is an
-    error (see :func:`ecotune.sampler.build_subsets`). Opening the optimizer writes the
+    error (see :func:`ecotune.subsets.build_subsets`). Opening the optimizer writes the
     journal header, so every later step resumes the same study.
 
     Returns:
@@ -23,7 +23,7 @@ def sample_dataset(study: dict, subsets_uri: str, journal_uri: str, run_key: str
     from collections import namedtuple
 
     from components._common import make_study_optimizer, run_journal_uri, study_section, task_spec
-    from ecotune.sampler import build_subsets
+    from ecotune.subsets import build_subsets
     from ecotune.tasks import make_task
 
     s = study_section(study)

@@ -24,8 +24,8 @@ import logging
 import os
 from typing import Any
 
+from ecotune.decoding import SamplingParams
 from ecotune.engines.base import Completion, Prompt
-from ecotune.sampling import SamplingParams
 from ecotune.storage import Store, open_store
 
 log = logging.getLogger(__name__)

@@ -34,10 +34,10 @@ from pydantic import (
     model_validator,
 )
 
+from ecotune.decoding import SamplingParams
 from ecotune.engines import EngineConfig
 from ecotune.journal import JournalError, open_journal
 from ecotune.optimizers import OPTIMIZERS
-from ecotune.sampling import SamplingParams
 from ecotune.space import SearchSpace, SearchSpaceError
 from ecotune.tasks import TASKS, TaskConfig
 

@@ -3,7 +3,7 @@
 On a terminal a `rich` live panel is redrawn in place; elsewhere (CI logs, pipes) one plain
 line per trial is printed instead. Both end with the same summary table.
 
-:class:`StudyProgress` is a :func:`ecotune.tuner.run_study` callback (``on_trial_end``,
+:class:`StudyProgress` is a :func:`ecotune.study_loop.run_study` callback (``on_trial_end``,
 ``on_study_end``) plus two hooks the study runner calls: ``on_trial_start`` (wrap the
 evaluator with :meth:`StudyProgress.wrap`) and ``on_instance`` (the runner's per-instance hook).
 """

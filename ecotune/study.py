@@ -49,7 +49,7 @@ def default_space(task: Task) -> SearchSpace:
 
 def build_task(cfg: StudyConfig) -> tuple[Task, list[str]]:
     """The task and its nested order; checks the fidelity range fits the data."""
-    from ecotune.sampler import SubsetError, build_subsets, nested_order
+    from ecotune.subsets import SubsetError, build_subsets, nested_order
 
     try:
         task = make_task(cfg.task)
@@ -222,8 +222,8 @@ def _run_trials(cfg: StudyConfig, opt: Any, task: Task, order: list[str], engine
     the display (which prints the final table)."""
     from ecotune.cache import ResponseCache
     from ecotune.progress import StudyProgress
-    from ecotune.runner import EngineEvaluator
-    from ecotune.tuner import run_study
+    from ecotune.study_loop import run_study
+    from ecotune.trial_runner import EngineEvaluator
 
     callbacks: list[Any] = []
     if tracker is not None:

@@ -81,7 +81,7 @@ def test_exact_prompt_costs_set_the_worst_case_and_the_prediction():
     from ecotune.engines import FakeEngine
     from ecotune.optimizers import make_optimizer
     from ecotune.prompt_tokens import PromptTokens
-    from ecotune.sampler import nested_order
+    from ecotune.subsets import nested_order
     from ecotune.tasks import TaskConfig, make_task
 
     task = make_task(TaskConfig(name="arithmetic", n=40))

@@ -144,7 +144,7 @@ def test_bench_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_interrupt_exit_130(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from ecotune import runner
+    from ecotune import trial_runner as runner
 
     calls = {"n": 0}
     real = runner.EngineEvaluator.evaluate

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from ecotune.decoding import SamplingParams
 from ecotune.engines import (
     Completion,
     EngineConfig,
@@ -27,7 +28,6 @@ from ecotune.engines import (
     OpenAIEngine,
     make_engine,
 )
-from ecotune.sampling import SamplingParams
 
 MODEL = "m"
 
@@ -377,7 +377,7 @@ def test_interrupt_during_wait_unwinds_in_flight_requests() -> None:
     import signal
     import sys
 
-    from ecotune.engines._runner import BatchMixin
+    from ecotune.engines.batch import BatchMixin
 
     cleaned: list[int] = []
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from ecotune.bench.synthetic import SyntheticEvaluator, SyntheticLandscape, synthetic_space
 from ecotune.journal import JournalError, open_journal
 from ecotune.optimizers import OPTIMIZERS, make_optimizer
+from ecotune.study_loop import run_study
 from ecotune.trial import Trial
-from ecotune.tuner import run_study
 
 LAND = SyntheticLandscape(120, seed=3)
 SPACE = synthetic_space()
@@ -150,7 +150,7 @@ def test_ecotune_budget_never_exceeded_over_seeds():
 
 
 def test_core_imports_no_io_frameworks():
-    code = ("import sys, ecotune, ecotune.optimizers, ecotune.journal, ecotune.tuner;"
+    code = ("import sys, ecotune, ecotune.optimizers, ecotune.journal, ecotune.study_loop;"
             "from ecotune.optimizers import make_optimizer;"
             "make_optimizer('ecotune', space=ecotune.default_llm_space(), budget_tokens=10**4,"
             " r_min=1, r_max=5);"

@@ -11,15 +11,15 @@ from hypothesis import strategies as st
 from scipy.stats import binom
 
 from ecotune.cache import ResponseCache
+from ecotune.decoding import SamplingParams
 from ecotune.engines import Completion, FakeEngine
 from ecotune.journal import open_journal
 from ecotune.pruning import clopper_pearson, incumbent_floor, should_prune
-from ecotune.runner import EngineEvaluator
-from ecotune.sampler import nested_order
-from ecotune.sampling import SamplingParams
 from ecotune.storage import LocalStore
+from ecotune.subsets import nested_order
 from ecotune.tasks import TaskConfig, make_task
 from ecotune.trial import Trial, TrialStatus
+from ecotune.trial_runner import EngineEvaluator
 
 
 def _task():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ecotune.sampling import SamplingParams
+from ecotune.decoding import SamplingParams
 from ecotune.space import SearchSpace, SearchSpaceError, default_llm_space, helm_default
 
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from ecotune.bench.synthetic import SyntheticEvaluator, SyntheticLandscape, synthetic_space
 from ecotune.optimizers import make_optimizer
-from ecotune.tuner import run_study
+from ecotune.study_loop import run_study
 
 BUDGET = 100_000
 SEEDS = (0, 1, 2)

@@ -24,13 +24,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("collect", help="record a config x instance table with a real engine")
     c.add_argument("--task", required=True, help="arithmetic, gsm8k_calc, or a task name")
-    c.add_argument("--engine-url", required=True)
-    c.add_argument("--model", required=True)
+    c.add_argument("--engine-url", default=None,
+                   help="an OpenAI-compatible server (default: start the embedded one)")
+    c.add_argument("--model", default=None, help="served model name (default: the embedded)")
     c.add_argument("--n-configs", type=int, default=48, help="Sobol configs (plus HELM default)")
     c.add_argument("--instances", type=int, default=80, help="first N of the nested order")
     c.add_argument("--out", required=True, help="output .jsonl.gz (resumed if present)")
     c.add_argument("--seed", type=int, default=0, help="Sobol scramble and nested-order seed")
     c.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    c.add_argument("--repeats", type=int, default=3, help="samples per instance, sampled configs")
     c.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("run", help="replay optimizers on a table and write a report")
@@ -66,13 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.cmd == "collect":
-        from ecotune.bench.collect import collect
-
-        out = collect(args.task, args.engine_url, args.model, args.n_configs, args.instances,
-                      args.out, seed=args.seed, concurrency=args.concurrency,
-                      progress=not args.no_progress)
-        print(f"table written to {out}")
-        return 0
+        return _collect(args)
     if args.cmd == "run":
         from ecotune.bench.report import run_benchmark
 
@@ -94,6 +90,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report written to {md}")
         return 0
     return 2
+
+
+def _collect(args: argparse.Namespace) -> int:
+    """``bench collect``: against ``--engine-url``, or the embedded engine started here."""
+    from contextlib import nullcontext
+
+    from ecotune.bench.collect import collect
+    from ecotune.serve_local import SERVED_MODEL_NAME, LocalVLLM, prepare_model
+
+    if args.repeats < 1 or args.n_configs < 1 or args.instances < 1:
+        print("ecotune bench collect: --repeats, --n-configs and --instances must be >= 1",
+              file=sys.stderr)
+        return 2
+    server = LocalVLLM(prepare_model()) if args.engine_url is None else nullcontext()
+    with server as srv:
+        url = args.engine_url or srv.base_url
+        model = args.model or SERVED_MODEL_NAME
+        try:
+            out = collect(args.task, url, model, args.n_configs, args.instances, args.out,
+                          seed=args.seed, concurrency=args.concurrency,
+                          progress=not args.no_progress, repeats=args.repeats)
+        except ValueError as e:
+            print(f"ecotune bench collect: {e}", file=sys.stderr)
+            return 2
+    print(f"table written to {out}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

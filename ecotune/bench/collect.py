@@ -10,8 +10,11 @@ File format: gzip'd JSON lines, appended in gzip members (so collection resumes)
 * ``{"type": "header", "task": ..., "task_spec": {...}, "model": ..., "space": {...},
   "order": [instance ids], "seed": ..., "n_configs": K, "instances": N}`` (once, first);
 * ``{"type": "config", "config_id": k, "config": {...}, "helm": bool}``;
-* ``{"type": "row", "c": k, "i": position, "s": score, "p": prompt_tokens,
-  "t": completion_tokens}``.
+* ``{"type": "row", "c": k, "i": position, "s": [score, ...], "p": prompt_tokens,
+  "t": [completion_tokens, ...], "f": [finish_reason, ...]}``: one entry per repeat, a
+  single one for a greedy config, ``repeats`` for a sampled one (each repeat is its own
+  request, so its usage is its own). Tables of format 1 (before repeats) hold scalars
+  ``s`` and ``t`` and no ``f``; :class:`ecotune.bench.replay.Table` reads both.
 
 Example:
     ecotune bench collect --task arithmetic --engine-url http://127.0.0.1:8011 \\
@@ -28,9 +31,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ecotune.sampler import nested_order
-from ecotune.sampling import SamplingParams
+from ecotune.decoding import SamplingParams
 from ecotune.space import SearchSpace, default_llm_space, helm_default
+from ecotune.subsets import nested_order
 from ecotune.tasks.base import Task
 
 #: Where the constructed GSM8K-calculator data set is written (small, shipped).
@@ -149,10 +152,27 @@ def read_table_records(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def _row(k: int, i: int, task: Task, inst: Any, comps: list[Any]) -> dict[str, Any]:
+    """The table row of config ``k`` on instance position ``i`` from its repeats."""
+    bad = [c.error for c in comps if c.error]
+    if bad:  # a failed request is not a measurement: stop, the run resumes from here
+        raise RuntimeError(f"config {k}, instance {i}: {bad[0]}")
+    return {"type": "row", "c": k, "i": i,
+            "s": [float(task.score(inst, c.texts[0])) for c in comps],
+            "p": int(comps[0].prompt_tokens), "t": [int(c.completion_tokens) for c in comps],
+            "f": [str(c.finish_reason) for c in comps]}
+
+
 def collect(task_name: str, engine_url: str, model: str, n_configs: int, instances: int,
             out: str | Path, seed: int = 0, concurrency: int = 8, progress: bool = True,
-            engine: Any = None) -> Path:
-    """Record (or resume recording) the table; returns the output path."""
+            engine: Any = None, repeats: int = 3) -> Path:
+    """Record (or resume recording) the table; returns the output path.
+
+    Greedy configs are asked once per instance, sampled ones ``repeats`` times (separate
+    requests), so a replay can draw a fresh sample of a sampled config's answer.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     task, space, helm, spec = bench_task(task_name)
     order = nested_order(task.instances(), seed)[:instances]
     by_id = {i.id: i for i in task.instances()}
@@ -164,8 +184,11 @@ def collect(task_name: str, engine_url: str, model: str, n_configs: int, instanc
     have_cfg: set[int] = set()
     if old:
         head = old[0]
-        if head.get("type") != "header" or head.get("order") != order or head.get("task") != task_name:
-            raise ValueError(f"{out} holds another table (task, seed or instances differ)")
+        if (head.get("type") != "header" or head.get("order") != order
+                or head.get("task") != task_name or head.get("repeats", 1) != repeats
+                or head.get("n_configs") != n_configs):
+            raise ValueError(f"{out} holds another table (task, seed, instances, configs or "
+                             "repeats differ)")
         for r in old:
             if r["type"] == "row":
                 done.add((r["c"], r["i"]))
@@ -185,7 +208,7 @@ def collect(task_name: str, engine_url: str, model: str, n_configs: int, instanc
         write([{"type": "header", "task": task_name, "task_spec": spec, "model": model,
                 "engine_url": engine_url, "space": space.to_dict(), "order": order,
                 "seed": seed, "n_configs": n_configs, "instances": instances,
-                "scoring": task.metric}])
+                "scoring": task.metric, "format": 2, "repeats": repeats}])
     from contextlib import nullcontext
 
     from rich.progress import (
@@ -202,6 +225,7 @@ def collect(task_name: str, engine_url: str, model: str, n_configs: int, instanc
     with bar:
         tid = bar.add_task("collect", total=len(configs) * len(order),
                            completed=len(configs) * len(order) - len(todo)) if progress else None
+        # config by config, a chunk of instances per write, so a crash loses little
         for k, cfg in enumerate(configs):
             pos = [i for i in range(len(order)) if (k, i) not in done]
             recs: list[dict[str, Any]] = []
@@ -210,12 +234,11 @@ def collect(task_name: str, engine_url: str, model: str, n_configs: int, instanc
             if pos:
                 insts = [by_id[order[i]] for i in pos]
                 params = SamplingParams.from_config(cfg, stop=task.stop_sequences or None)
-                prompts = [task.build_prompt(inst, cfg) for inst in insts]
+                n = 1 if params.greedy else repeats
+                prompts = [task.build_prompt(inst, cfg) for inst in insts for _ in range(n)]
                 comps = engine.generate(prompts, params)
-                for i, inst, c in zip(pos, insts, comps, strict=True):
-                    recs.append({"type": "row", "c": k, "i": i,
-                                 "s": float(task.score(inst, c.texts[0])),
-                                 "p": int(c.prompt_tokens), "t": int(c.completion_tokens)})
+                for j, (i, inst) in enumerate(zip(pos, insts, strict=True)):
+                    recs.append(_row(k, i, task, inst, comps[j * n:(j + 1) * n]))
             if recs:
                 write(recs)
             if progress:

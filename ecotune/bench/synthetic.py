@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ecotune.decoding import SamplingParams
 from ecotune.evaluator import fits
-from ecotune.sampling import SamplingParams
 from ecotune.space import SearchSpace, default_llm_space
 from ecotune.trial import Trial, TrialResult, TrialStatus
 

@@ -14,8 +14,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from ecotune.decoding import SamplingParams
 from ecotune.journal import open_journal
-from ecotune.sampling import SamplingParams
 
 
 def waste(records: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """What every engine returns and the interface the trial runner relies on.
 
-An engine turns prompts plus :class:`~ecotune.sampling.SamplingParams` into
+An engine turns prompts plus :class:`~ecotune.decoding.SamplingParams` into
 :class:`Completion` records with exact token counts (as the server reports them), so a
 trial's spend is what the engine billed, not an estimate.
 """
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ecotune.sampling import SamplingParams
+from ecotune.decoding import SamplingParams
 
 #: A chat conversation: ``[{"role": "user", "content": "..."}, ...]``.
 Messages = list[dict[str, Any]]

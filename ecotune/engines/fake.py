@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from ecotune.engines._runner import BatchMixin
+from ecotune.decoding import SamplingParams
 from ecotune.engines.base import Completion, EngineError, Prompt
-from ecotune.sampling import SamplingParams
+from ecotune.engines.batch import BatchMixin
 
 #: ``answer(prompt_text, params) -> text``; the prompt text of a conversation is its
 #: messages' contents joined by newlines.

@@ -4,7 +4,7 @@ Why httpx rather than the ``openai`` client: the trial runner needs exact ``usag
 vLLM's extra sampling fields in the body, vLLM's ``/tokenize`` endpoint, and to know how
 each attempt ended (refused, answered, or unknown) so that it can charge it (see
 :mod:`ecotune.engines.retry` and :mod:`ecotune.ledger`); a thin async client gives all of
-that with the same throughput (see ``bench/engine_throughput.py``). This module sends one
+that with the same throughput (see ``ecotune/bench/engine_throughput.py``). This module sends one
 attempt at a time; the retry policy lives in one place, the batch layer.
 
 Example:
@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
-from ecotune.engines._runner import BatchMixin
+from ecotune.decoding import SamplingParams
 from ecotune.engines.base import Completion, EngineError, Messages, Prompt
+from ecotune.engines.batch import BatchMixin
 from ecotune.engines.retry import OutcomeUnknown, Refused, parse_retry_after, with_retries
-from ecotune.sampling import SamplingParams
 
 #: Refused before any work, worth another try: nothing was billed.
 RETRY_REFUSED = frozenset({408, 425, 429, 503})

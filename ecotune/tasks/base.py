@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecotune.sampling import few_shot_count
+from ecotune.decoding import few_shot_count
 
 
 class TaskDataError(ValueError):

@@ -56,9 +56,9 @@ def run_promotion(cfg: StudyConfig, task: Task, engine: Any, engine_spec: dict[s
                   ) -> dict[str, Any]:
     """Score the winner (and the champion) on the held-out instances and call
     :func:`ecotune.tracking.registry.promote`; returns what happened."""
-    from ecotune.runner import evaluate_config
     from ecotune.tracking.mlflow_tracker import resolve_uris
     from ecotune.tracking.registry import promote, registered_model_name
+    from ecotune.trial_runner import evaluate_config
 
     held = order[cfg.r_max: cfg.r_max + cfg.promotion.held_out]
     if len(held) < cfg.promotion.held_out:
@@ -107,8 +107,8 @@ def held_out_promotion(model_name: str, config: dict[str, Any], task: Task, engi
     """Score ``config`` and the registry's ``alias`` holder on the same held-out instances
     and promote by the paired test (the pipeline's finalize step; ``run_promotion`` is the
     in-process one). Returns what happened, held-out tokens included."""
-    from ecotune.runner import evaluate_config
     from ecotune.tracking.registry import promote
+    from ecotune.trial_runner import evaluate_config
 
     chal = evaluate_config(task, engine, config, held, max_in_flight=max_in_flight)
     champ_cfg = champion_config(model_name, tracking_uri, registry_uri, alias)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecotune.sampling import SamplingParams
+from ecotune.decoding import SamplingParams
 from ecotune.tracking.mlflow_tracker import make_client, resolve_uris
 from ecotune.tracking.params import is_secret_key, redact, to_params
 from ecotune.tracking.stats import TestName, paired_test

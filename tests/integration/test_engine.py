@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ecotune.decoding import SamplingParams
 from ecotune.engines import EngineError, OpenAIEngine
-from ecotune.sampling import SamplingParams
 from ecotune.testing.vllm import MODEL
 
 pytestmark = pytest.mark.integration

@@ -74,8 +74,8 @@ def test_journal_on_s3(s3_uri):
 
 
 def test_sampler_on_s3_is_idempotent(s3_uri):
-    from ecotune.sampler import build_subsets, load_subset
     from ecotune.storage import open_store
+    from ecotune.subsets import build_subsets, load_subset
     from ecotune.tasks import make_task
 
     task = make_task({"name": "arithmetic", "n": 30})

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from ecotune.decoding import SamplingParams
 from ecotune.journal import open_journal
-from ecotune.sampling import SamplingParams
 from ecotune.tracking import report
 from ecotune.trial import Trial, TrialResult
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import check_bill, check_journal, cli, dead_url, write_config
 
+from ecotune.decoding import SamplingParams
 from ecotune.engines import EngineError, OpenAIEngine
 from ecotune.journal import open_journal
 from ecotune.ledger import OverLimit, TokenLedger
-from ecotune.sampling import SamplingParams
 from ecotune.testing.faults import FAULTS, MODEL, FaultServer
 from ecotune.testing.proxy import TcpProxy
 

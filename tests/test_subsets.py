@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ecotune.sampler import SubsetError, build_subsets, load_manifest, load_subset, nested_order
+from ecotune.subsets import SubsetError, build_subsets, load_manifest, load_subset, nested_order
 from ecotune.tasks import make_task
 from ecotune.tasks.base import Instance
 

@@ -1,7 +1,7 @@
 """Run a trial on a real engine: prompts, exact token accounting, scoring, journaling.
 
 :class:`EngineEvaluator` is the evaluator of in-process studies (see
-:func:`ecotune.tuner.run_study`). For a trial at fidelity ``r`` it scores the first ``r``
+:func:`ecotune.study_loop.run_study`). For a trial at fidelity ``r`` it scores the first ``r``
 instances of the study's nested order and charges every request through a
 :class:`~ecotune.ledger.TokenLedger` (authorize, then capture): before a request goes out
 its worst case (exact prompt tokens + ``max_tokens`` × ``n``) is reserved against the
@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ecotune.cache import ResponseCache
+from ecotune.decoding import SamplingParams
 from ecotune.engines.base import Completion
 from ecotune.journal import Journal, open_journal
 from ecotune.ledger import Hold, TokenLedger, orphan_holds
 from ecotune.pruning import should_prune
-from ecotune.sampling import SamplingParams
 from ecotune.tasks.base import Instance, Task
 from ecotune.trial import Trial, TrialResult, TrialStatus
 
@@ -50,7 +50,7 @@ InstanceHook = Callable[[Trial, int, int], None]
 
 class TrialEvaluationError(RuntimeError):
     """The engine failed mid-trial. ``partial_result`` (status FAILED) holds every token
-    already spent, so :func:`ecotune.tuner.run_study` charges them to the budget."""
+    already spent, so :func:`ecotune.study_loop.run_study` charges them to the budget."""
 
     def __init__(self, message: str, partial_result: TrialResult):
         super().__init__(message)

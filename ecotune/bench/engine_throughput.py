@@ -7,7 +7,7 @@ tokens/s and the ratio ecotune/direct (target >= 0.90).
 
 Usage:
     python -m ecotune.serve_local --port 8000 &     # or any OpenAI-compatible server
-    python bench/engine_throughput.py --base-url http://127.0.0.1:8000 --n 64
+    python -m ecotune.bench.engine_throughput --base-url http://127.0.0.1:8000 --n 64
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import json
 import statistics
 import time
 
+from ecotune.decoding import SamplingParams
 from ecotune.engines import OpenAIEngine
-from ecotune.sampling import SamplingParams
 from ecotune.serve_local import SERVED_MODEL_NAME
 
 

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 
 from ecotune.engines import EngineError, FakeEngine
 from ecotune.journal import open_journal
-from ecotune.runner import EngineEvaluator, TrialEvaluationError, sampling_params
-from ecotune.sampler import nested_order
+from ecotune.study_loop import run_study
+from ecotune.subsets import nested_order
 from ecotune.tasks import TaskConfig, make_task
 from ecotune.trial import Trial, TrialResult, TrialStatus
-from ecotune.tuner import run_study
+from ecotune.trial_runner import EngineEvaluator, TrialEvaluationError, sampling_params
 
 
 def _task(n: int = 60):

@@ -23,10 +23,10 @@ import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
+from ecotune.decoding import SamplingParams
 from ecotune.engines.base import Completion, Prompt
 from ecotune.engines.retry import Refused, with_retries
 from ecotune.ledger import Hold, OverLimit, TokenLedger
-from ecotune.sampling import SamplingParams
 
 T = TypeVar("T")
 

@@ -8,8 +8,8 @@ one's answers), without tracking or promotion, and prints, per run and over all 
 trials below r_max (target: most), and the tokens reused.
 
 Usage:
-    python bench/demo_waste.py --runs 3 --out runs/demo-waste   # starts vLLM (~40 s)
-    ECOTUNE_VLLM_URL=http://127.0.0.1:8000 python bench/demo_waste.py --runs 3
+    python -m ecotune.bench.demo_waste --runs 3 --out runs/demo-waste   # starts vLLM (~40 s)
+    ECOTUNE_VLLM_URL=http://127.0.0.1:8000 python -m ecotune.bench.demo_waste --runs 3
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ class BudgetController:
         patience: stop when the incumbent at r_max has not improved by ``min_delta`` over
             this many consecutive full-fidelity trials (None: never on convergence).
         min_delta: improvement that counts for convergence.
+        max_failed_trials: stop after this many consecutive failed trials, in the order
+            they were told (None: never). A broken engine, a wrong model name or a missing
+            secret fails every trial; the study stops instead of charging them all.
     """
 
     budget_tokens: int
@@ -38,18 +41,22 @@ class BudgetController:
     max_trials: int | None = None
     patience: int | None = 10
     min_delta: float = 1e-3
+    max_failed_trials: int | None = None
     used: int = 0
     eta: float = field(init=False)
     reserved: dict[int, int] = field(default_factory=dict)
     n_told: int = 0
     _best_full: float = -math.inf
     _stale: int = 0
+    failed_streak: int = 0
 
     def __post_init__(self) -> None:
         if self.budget_tokens <= 0:
             raise ValueError(f"budget_tokens must be positive, got {self.budget_tokens}")
         if self.lam < 0:
             raise ValueError("lambda must be >= 0")
+        if self.max_failed_trials is not None and self.max_failed_trials < 1:
+            raise ValueError(f"max_failed_trials must be >= 1, got {self.max_failed_trials}")
         self.eta = float(self.eta0)
 
     # eq. 5 ---------------------------------------------------------------------------
@@ -76,14 +83,16 @@ class BudgetController:
                 f"trial {trial_id} asks {token_limit} tokens, only {self.available} available")
         self.reserved[trial_id] = token_limit
 
-    def charge(self, trial_id: int, tokens: int, full_fidelity_score: float | None = None
-               ) -> None:
-        """Charge a finished trial, release its reservation, apply eq. 9."""
+    def charge(self, trial_id: int, tokens: int, full_fidelity_score: float | None = None,
+               failed: bool = False) -> None:
+        """Charge a finished trial, release its reservation, apply eq. 9; ``failed``
+        extends the run of consecutive failed trials, anything else ends it."""
         if tokens < 0:
             raise ValueError("tokens must be >= 0")
         self.reserved.pop(trial_id, None)
         self.used += int(tokens)
         self.n_told += 1
+        self.failed_streak = self.failed_streak + 1 if failed else 0
         self.eta *= math.exp(-self.lam * max(self.remain, 0) / self.budget_tokens)
         if full_fidelity_score is not None:
             if full_fidelity_score > self._best_full + self.min_delta:
@@ -96,6 +105,8 @@ class BudgetController:
     def stop_reason(self, min_trial_cost: float) -> str | None:
         """Why the study must stop now, or None. ``min_trial_cost`` is the worst case of
         the cheapest trial that could still run (r_min instances)."""
+        if self.max_failed_trials is not None and self.failed_streak >= self.max_failed_trials:
+            return "failed_trials"
         if self.max_trials is not None and self.n_told + len(self.reserved) >= self.max_trials:
             return "max_trials"
         if self.available < min_trial_cost:

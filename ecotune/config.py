@@ -158,6 +158,9 @@ class StudyConfig(BaseModel):
     optimizer: str = "ecotune"
     max_trials: int | None = Field(None, ge=1)
     patience: int | None = Field(None, ge=1)
+    #: stop the study after this many consecutive failed trials (stop reason
+    #: ``failed_trials``): a broken engine fails every trial, each charged its worst case
+    max_failed_trials: int | None = Field(None, ge=1)
     #: EcoTune runs the HELM default configuration (clipped into the space, the task's
     #: max_tokens) as its first trial, so a study never misses the default it should beat.
     start_from_default: bool = True

@@ -192,7 +192,8 @@ def _make_optimizer(cfg: StudyConfig, task: Task, order: list[str], space: Searc
     spec = {k: v for k, v in cfg.dump().items() if k != "search_space"}
     spec.update(space=space.to_dict(), fixed=fixed, study=cfg.name)
     options: dict[str, Any] = dict(
-        max_trials=cfg.max_trials, eta0=cfg.eta0, lam=cfg.lam, patience=cfg.patience,
+        max_trials=cfg.max_trials, max_failed_trials=cfg.max_failed_trials, eta0=cfg.eta0,
+        lam=cfg.lam, patience=cfg.patience,
         fixed=fixed, prompt_tokens_hint=hint,
         prompt_tokens=PromptTokens(task, engine, order[:cfg.r_max]))
     for k in ("tau", "acquisition", "early_stopping", "candidates"):

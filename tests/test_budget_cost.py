@@ -102,3 +102,16 @@ def test_exact_prompt_costs_set_the_worst_case_and_the_prediction():
     exact = int(pt(t.config)[:t.fidelity].sum())
     assert t.token_limit == exact + 4 * t.fidelity
     assert t.predicted_tokens == pytest.approx(exact + 0.5 * 4 * t.fidelity)  # prior: half
+
+
+def test_failed_trials_in_a_row_stop_before_any_other_reason():
+    b = BudgetController(1000, max_trials=10, max_failed_trials=2)
+    b.charge(0, 10, failed=True)
+    b.charge(1, 10)                      # a trial that did not fail resets the run
+    b.charge(2, 10, failed=True)
+    assert b.failed_streak == 1 and b.stop_reason(10) is None
+    b.charge(3, 985, failed=True)        # budget spent too: the failures are the reason
+    assert b.stop_reason(10) == "failed_trials"
+    assert BudgetController(1000).stop_reason(10) is None
+    with pytest.raises(ValueError, match="max_failed_trials"):
+        BudgetController(1000, max_failed_trials=0)

@@ -291,3 +291,32 @@ def test_syne_tune_peers_climb_its_rungs_paying_only_new_instances(name):
             assert res.reused_tokens > 0  # the lower rung's instances were kept
         opt.tell(t, result=res)
     assert climbs >= 2 and opt.tokens_used <= 40_000
+
+
+@pytest.mark.parametrize("name", ["random", "ecotune"])
+def test_consecutive_failed_trials_stop_the_study_and_survive_a_resume(name, tmp_path):
+    """K failed trials in a row stop the study (``failed_trials``); a trial that did not
+    fail in between resets the count; a resumed optimizer replays the count from the
+    journal."""
+    journal = str(tmp_path / "j.jsonl")
+    opt = _make(name, journal=journal, max_failed_trials=3)
+
+    def fail(t):
+        opt.tell(t, tokens=7, n_evaluated=0, status="failed", error="EngineError: down")
+
+    for ok in (False, False, True, False, False):
+        t = opt.ask()
+        if ok:
+            opt.tell(t, score=0.5, tokens=50, n_evaluated=t.fidelity)
+        else:
+            fail(t)
+    assert opt.budget.failed_streak == 2 and opt.budget.stop_reason(1.0) is None
+    resumed = _make(name, journal=journal, max_failed_trials=3)
+    assert resumed.budget.failed_streak == 2
+    opt = resumed
+    fail(opt.ask())
+    assert opt.ask() is None and opt.stop_reason == "failed_trials"
+    assert opt.summary()["stop_reason"] == "failed_trials"
+    assert len(opt.results) == 6 and not opt.pending
+    with pytest.raises(ValueError, match="max_failed_trials"):
+        _make(name, max_failed_trials=0)

@@ -67,6 +67,7 @@ def test_valid_config_and_defaults(tmp_path: Path) -> None:
     ({"fixed": {"temprature": 1}}, "unknown setting(s) ['temprature']"),
     ({"search_space": {"temperature": {"type": "float", "low": 2, "high": 1}}}, "search_space"),
     ({"tau": 0.1, "optimizer": "random"}, "tau applies only"),
+    ({"max_failed_trials": 0}, "max_failed_trials: Input should be greater than or equal to 1"),
 ])
 def test_invalid_configs(tmp_path: Path, change: dict, needle: str) -> None:
     with pytest.raises(StudyConfigError) as ei:

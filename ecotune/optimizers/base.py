@@ -40,6 +40,7 @@ class Optimizer:
         seed: seeds every random choice; replays are deterministic.
         journal: path or ``s3://`` URI of the study journal; resumes if it holds one.
         max_trials: stop after this many trials.
+        max_failed_trials: stop after this many consecutive failed trials (None: never).
         eta0, lam: the budget controller's η and λ (eq. 9).
         patience, min_delta: convergence stop (None: off).
         fixed: settings sent with every config (e.g. ``max_tokens`` when not searched).
@@ -72,6 +73,7 @@ class Optimizer:
         seed: int = 0,
         journal: str | None = None,
         max_trials: int | None = None,
+        max_failed_trials: int | None = None,
         eta0: float = 0.1,
         lam: float = 0.1,
         patience: int | None = None,
@@ -101,7 +103,8 @@ class Optimizer:
         self.header_extra = dict(header_extra or {})
         self.budget = BudgetController(int(budget_tokens), eta0=eta0, lam=lam,
                                        max_trials=max_trials, patience=patience,
-                                       min_delta=min_delta)
+                                       min_delta=min_delta,
+                                       max_failed_trials=max_failed_trials)
         self.cost_model = TokenCostModel(prompt_tokens_hint)
         self.prompt_tokens = prompt_tokens
         self.trials: dict[int, Trial] = {}
@@ -110,7 +113,8 @@ class Optimizer:
         self._reissue: list[int] = []
         self._next_id = 0
         self.stop_reason: str | None = None
-        self._options = {"max_trials": max_trials, "eta0": eta0, "lam": lam,
+        self._options = {"max_trials": max_trials, "max_failed_trials": max_failed_trials,
+                         "eta0": eta0, "lam": lam,
                          "fixed": self.fixed, "samples_per_request": self.samples}
         self.candidates = _check_candidates(space, candidates)
         self.candidate_X = (np.array([space.encode(c) for c in self.candidates])
@@ -250,7 +254,8 @@ class Optimizer:
         self.results[tid] = result
         full = (result.score if result.score is not None and result.n_evaluated >= self.r_max
                 and result.status != TrialStatus.FAILED else None)
-        self.budget.charge(tid, result.tokens, full)
+        self.budget.charge(tid, result.tokens, full,
+                           failed=result.status == TrialStatus.FAILED)
         self.cost_model.observe(self.space.encode(trial.config), result.n_evaluated,
                                 result.prompt_tokens, result.completion_tokens,
                                 self._max_completion(trial.config))

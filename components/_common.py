@@ -21,7 +21,7 @@ from ecotune.optimizers.base import Optimizer
 _OPTIONS = {"tau": "tau", "eta0": "eta0", "lambda": "lam", "max_trials": "max_trials",
             "fixed": "fixed", "patience": "patience", "prompt_tokens_hint": "prompt_tokens_hint",
             "candidates": "candidates", "acquisition": "acquisition",
-            "early_stopping": "early_stopping"}
+            "early_stopping": "early_stopping", "max_failed_trials": "max_failed_trials"}
 
 
 def study_section(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +158,11 @@ def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[s
     ``tracking.held_out``, default 50) and the paired test decides. Without one (the GPU
     evaluator starts vLLM inside its own pods), the winner's tuning scores are used and an
     existing champion stays: it cannot be compared fairly.
+
+    The registered model calls the engine the pipeline used (``engine_url``) or, when vLLM
+    ran inside the pipeline's pods, the study's production endpoint
+    (``engine.serving_url``); with neither there is nothing a consumer could call, and the
+    winner is not registered (ValueError).
     """
     from ecotune.best import best_trial
     from ecotune.engines import make_engine
@@ -187,8 +192,12 @@ def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[s
                 return held_out_promotion(track["registered_model"], config, task, engine,
                                           {"base_url": engine_url, "model": spec["model"]},
                                           held, alias=alias, **common)
+    serving = engine_url or (cfg.get("engine") or {}).get("serving_url")
+    if not serving:
+        raise ValueError(f"study {s.get('name')}: vLLM ran inside the pipeline and "
+                         "engine.serving_url is not set: no endpoint to register")
     res = promote(track["registered_model"], config,
-                  {"base_url": engine_url or "in-pipeline", "model": s.get("model")},
+                  {"base_url": serving, "model": engine_spec(cfg, serving)["model"]},
                   challenger_scores=opt.results[tid].instance_scores, champion_alias=alias,
                   **common)
     return {"model": res.model_name, "version": res.version, "aliases": list(res.aliases),

@@ -114,24 +114,20 @@ def _run(args: argparse.Namespace, raw: list[str]) -> int:
         cfg = study.load_study_config(args.config, optimizer=args.optimizer,
                                       budget_tokens=args.budget, seed=args.seed,
                                       name=args.name)
-        summary = study.run_tune(cfg, resume=False, live=live)
-        return _final(summary)
+        study.run_tune(cfg, resume=False, live=live)
+        return EXIT_OK
     if cmd == "resume":
         if args.config:
             cfg = study.load_study_config(args.config)
         else:
             cfg = study.config_from_journal(args.journal)
-        summary = study.run_tune(cfg, resume=True, live=live)
-        return _final(summary)
+        study.run_tune(cfg, resume=True, live=live)
+        return EXIT_OK
     if cmd == "promote":
         cfg = study.load_study_config(args.config)
         study.run_promote(cfg)
         return EXIT_OK
     raise _UsageError(f"unknown command {cmd!r}")
-
-
-def _final(summary: dict[str, Any]) -> int:
-    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

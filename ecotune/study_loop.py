@@ -10,25 +10,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from ecotune.evaluator import Evaluator
 from ecotune.optimizers.base import Optimizer
-from ecotune.trial import Trial, TrialResult, TrialStatus
+from ecotune.trial import TrialResult, TrialStatus
 
 log = logging.getLogger(__name__)
-
-
-class Callback(Protocol):
-    def on_trial_end(self, opt: Optimizer, trial: Trial, result: TrialResult) -> None: ...
-
-    def on_study_end(self, opt: Optimizer) -> None: ...
 
 
 def run_study(opt: Optimizer, evaluator: Evaluator, callbacks: Sequence[Any] = (),
               max_trials: int | None = None,
               should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Run trials until the optimizer is done; returns ``opt.summary()``.
+
+    A callback may define ``on_trial_end(opt, trial, result)`` and
+    ``on_study_end(opt)``; either may be left out.
 
     A trial whose evaluation raises is told as failed with the reason and every token the
     evaluator reported before failing (``exc.partial_result`` when it carries one).

@@ -1,6 +1,6 @@
 """Benchmarks as tasks: instances, prompts and scorers (see :class:`Task`)."""
 
-from ecotune.tasks.base import Instance, PromptOverhead, Task, TaskDataError
+from ecotune.tasks.base import Instance, Task, TaskDataError
 from ecotune.tasks.registry import TASKS, TaskConfig, make_task
 
-__all__ = ["TASKS", "Instance", "PromptOverhead", "Task", "TaskConfig", "TaskDataError", "make_task"]
+__all__ = ["TASKS", "Instance", "Task", "TaskConfig", "TaskDataError", "make_task"]

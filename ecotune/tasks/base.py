@@ -38,14 +38,6 @@ class Instance:
     stratum: str | None = None
 
 
-@dataclass(frozen=True)
-class PromptOverhead:
-    """Prompt size facts for the cost model: the shared few-shot prefix in characters."""
-
-    prefix_chars: int
-    n_shots: int
-
-
 class Task(ABC):
     """A benchmark: ordered instances, prompt construction and a per-instance scorer.
 
@@ -121,12 +113,6 @@ class Task(ABC):
     def build_prompt(self, instance: Instance, config: dict[str, Any]) -> str:
         """The full prompt: shared prefix (instructions + few-shot) then the instance."""
         return self.prefix(instance, self.n_shots(config)) + self.render(instance)
-
-    def prompt_overhead(self, config: dict[str, Any], instance: Instance | None = None) -> PromptOverhead:
-        """Size of the shared prefix for a config (for cost models and caching)."""
-        inst = instance or self.instances()[0]
-        k = self.n_shots(config)
-        return PromptOverhead(prefix_chars=len(self.prefix(inst, k)), n_shots=k)
 
     # -- scoring --------------------------------------------------------------------------
     @abstractmethod

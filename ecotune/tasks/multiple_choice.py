@@ -19,7 +19,6 @@ ARC, OpenBookQA and MedQA have only a test split here, so their first
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -206,9 +205,3 @@ class MMLU(MultipleChoiceTask):
     def _shots(self, instance: Instance) -> Shots:
         self.instances()
         return self._shot_pools[instance.data["subject"]]
-
-
-def mmlu_categories(root: str) -> dict[str, str]:
-    """Subject -> category (STEM, Humanities, ...) from ``mapping.json``."""
-    mapping = json.loads(data.read_text(data.join(root, "mapping.json")))
-    return {k: v["category"] for k, v in mapping.items()}

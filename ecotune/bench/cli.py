@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("collect", help="record a config x instance table with a real engine")
     c.add_argument("--task", required=True, help="arithmetic, gsm8k_calc, or a task name")
     c.add_argument("--engine-url", default=None,
-                   help="an OpenAI-compatible server (default: start the embedded one)")
+                   help="an OpenAI-compatible server (default: the embedded model in vLLM's "
+                        "offline engine, in this process)")
     c.add_argument("--model", default=None, help="served model name (default: the embedded)")
     c.add_argument("--n-configs", type=int, default=48, help="Sobol configs (plus HELM default)")
     c.add_argument("--instances", type=int, default=80, help="first N of the nested order")
@@ -94,26 +95,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def _collect(args: argparse.Namespace) -> int:
     """``bench collect``: against ``--engine-url``, or the embedded engine started here."""
-    from contextlib import nullcontext
-
     from ecotune.bench.collect import collect
-    from ecotune.serve_local import SERVED_MODEL_NAME, LocalVLLM, prepare_model
+    from ecotune.serve_local import SERVED_MODEL_NAME, prepare_model
 
     if args.repeats < 1 or args.n_configs < 1 or args.instances < 1:
         print("ecotune bench collect: --repeats, --n-configs and --instances must be >= 1",
               file=sys.stderr)
         return 2
-    server = LocalVLLM(prepare_model()) if args.engine_url is None else nullcontext()
-    with server as srv:
-        url = args.engine_url or srv.base_url
-        model = args.model or SERVED_MODEL_NAME
-        try:
-            out = collect(args.task, url, model, args.n_configs, args.instances, args.out,
-                          seed=args.seed, concurrency=args.concurrency,
-                          progress=not args.no_progress, repeats=args.repeats)
-        except ValueError as e:
-            print(f"ecotune bench collect: {e}", file=sys.stderr)
-            return 2
+    model = args.model or SERVED_MODEL_NAME
+    engine = None
+    if args.engine_url is None:
+        from ecotune.bench.offline import OfflineEngine
+
+        engine = OfflineEngine(prepare_model(), model)
+    try:
+        out = collect(args.task, args.engine_url or "offline", model, args.n_configs,
+                      args.instances, args.out, seed=args.seed, concurrency=args.concurrency,
+                      progress=not args.no_progress, repeats=args.repeats, engine=engine)
+    except ValueError as e:
+        print(f"ecotune bench collect: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if engine is not None:
+            engine.close()
     print(f"table written to {out}")
     return 0
 

@@ -152,15 +152,29 @@ def read_table_records(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def _row(k: int, i: int, task: Task, inst: Any, comps: list[Any]) -> dict[str, Any]:
-    """The table row of config ``k`` on instance position ``i`` from its repeats."""
+def _measure(engine: Any, prompts: list[Any], params: SamplingParams, n: int) -> list[list[Any]]:
+    """``n`` samples of every prompt (``out[j][r]``): one request with ``n`` choices on the
+    offline engine (:class:`ecotune.bench.offline.OfflineEngine`), ``n`` requests of one
+    choice each on a server (whose ``usage`` is per request)."""
+    from ecotune.bench.offline import Sample
+
+    if hasattr(engine, "sample"):
+        return engine.sample(prompts, params, n)
+    comps = engine.generate([p for p in prompts for _ in range(n)], params)
     bad = [c.error for c in comps if c.error]
     if bad:  # a failed request is not a measurement: stop, the run resumes from here
-        raise RuntimeError(f"config {k}, instance {i}: {bad[0]}")
+        raise RuntimeError(f"request failed: {bad[0]}")
+    flat = [Sample(c.texts[0], int(c.prompt_tokens), int(c.completion_tokens),
+                   str(c.finish_reason)) for c in comps]
+    return [flat[j * n:(j + 1) * n] for j in range(len(prompts))]
+
+
+def _row(k: int, i: int, task: Task, inst: Any, samples: list[Any]) -> dict[str, Any]:
+    """The table row of config ``k`` on instance position ``i`` from its repeats."""
     return {"type": "row", "c": k, "i": i,
-            "s": [float(task.score(inst, c.texts[0])) for c in comps],
-            "p": int(comps[0].prompt_tokens), "t": [int(c.completion_tokens) for c in comps],
-            "f": [str(c.finish_reason) for c in comps]}
+            "s": [float(task.score(inst, x.text)) for x in samples],
+            "p": int(samples[0].prompt_tokens), "t": [int(x.completion_tokens) for x in samples],
+            "f": [x.finish_reason for x in samples]}
 
 
 def collect(task_name: str, engine_url: str, model: str, n_configs: int, instances: int,
@@ -235,10 +249,9 @@ def collect(task_name: str, engine_url: str, model: str, n_configs: int, instanc
                 insts = [by_id[order[i]] for i in pos]
                 params = SamplingParams.from_config(cfg, stop=task.stop_sequences or None)
                 n = 1 if params.greedy else repeats
-                prompts = [task.build_prompt(inst, cfg) for inst in insts for _ in range(n)]
-                comps = engine.generate(prompts, params)
-                for j, (i, inst) in enumerate(zip(pos, insts, strict=True)):
-                    recs.append(_row(k, i, task, inst, comps[j * n:(j + 1) * n]))
+                got = _measure(engine, [task.build_prompt(inst, cfg) for inst in insts], params, n)
+                for i, inst, samples in zip(pos, insts, got, strict=True):
+                    recs.append(_row(k, i, task, inst, samples))
             if recs:
                 write(recs)
             if progress:

@@ -8,64 +8,17 @@ without them the tests fail and say so.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-CHART = ROOT / "helm" / "ecotune"
-EXAMPLES = CHART / "examples"
-TOOLS_BIN = ROOT / ".tools" / "bin"
-KUBE_VERSION = "1.30.0"
-
-
-def _tool(name: str) -> str:
-    path = TOOLS_BIN / name
-    if path.exists() and os.access(path, os.X_OK):
-        return str(path)
-    found = shutil.which(name)
-    if found:
-        return found
-    pytest.fail(f"{name} not found: run scripts/install_tools.sh (installs it into .tools/bin)")
-
-
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_tool("helm"), *args], capture_output=True, text=True, timeout=120)
-
-
-def render(*values: Path | str, sets: tuple[str, ...] = ()) -> list[dict]:
-    args = ["template", "ecotune", str(CHART), "--namespace", "tuning",
-            "--kube-version", KUBE_VERSION]
-    for v in values:
-        args += ["-f", str(v)]
-    for s in sets:
-        args += ["--set", s]
-    res = helm(*args)
-    assert res.returncode == 0, res.stderr
-    return [d for d in yaml.safe_load_all(res.stdout) if d]
-
-
-def of_kind(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
+from helm_render import CHART, CI, EXAMPLES, ROOT, helm, of_kind, pod_specs, render
+from helm_render import tool as _tool
 
 
 def study_values(path: Path) -> list[dict]:
     return yaml.safe_load(path.read_text())["studies"]
-
-
-def pod_specs(docs: list[dict]) -> list[dict]:
-    specs = []
-    for d in docs:
-        if d["kind"] == "CronJob":
-            specs.append(d["spec"]["jobTemplate"]["spec"]["template"]["spec"])
-        elif d["kind"] in ("Job", "Deployment"):
-            specs.append(d["spec"]["template"]["spec"])
-        elif d["kind"] == "Pod":
-            specs.append(d["spec"])
-    return specs
 
 
 # -- the full check script ---------------------------------------------------------------------
@@ -76,8 +29,13 @@ def test_check_chart_script_passes(tmp_path: Path) -> None:
                          env={**os.environ, "OUT_DIR": str(tmp_path)})
     assert res.returncode == 0, res.stdout + res.stderr
     assert "all scenarios passed" in res.stdout
-    for name in ("default", "examples-llama-3-8b", "examples-qwen-multi"):
-        assert (tmp_path / f"{name}.yaml").exists()
+    # every scenario was rendered and validated, the ci/ ones included
+    scenarios = ["default"] + [f"{f.parent.name}-{f.stem}" for f in
+                               sorted([*EXAMPLES.glob("*.yaml"), *CI.glob("*.yaml")])]
+    assert len(scenarios) >= 6
+    for name in scenarios:
+        assert (tmp_path / f"{name}.yaml").exists(), name
+        assert f"ok   {name} (" in res.stdout
 
 
 # -- studies -> ConfigMap + CronJobs -----------------------------------------------------------
@@ -121,6 +79,7 @@ def test_study_config_merges_defaults_and_overrides() -> None:
         "type": "service",
         "base_url": "http://qwen-32b.serving.svc.cluster.local:8000/v1",
         "served_model_name": "Qwen/Qwen2.5-32B-Instruct",
+        "serving_url": "",
         "api_key_secret": {"name": "vllm-api-key", "key": "key"},
         "gpu_evaluator": None,
     }

@@ -107,6 +107,17 @@ returned as YAML; use with `include ... | fromYaml`. Args: dict "root" $ "study"
 {{- end -}}
 {{- end -}}
 
+{{/*
+Labels of a study's pipeline pods (added with kfp-kubernetes add_pod_label; the
+NetworkPolicy selects them). Args: dict "root" $ "name" study name.
+*/}}
+{{- define "ecotune.pipelinePodLabels" -}}
+app.kubernetes.io/part-of: ecotune
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: pipeline
+ecotune.io/study: {{ .name }}
+{{- end -}}
+
 {{/* imagePullSecrets block ("" when none); callers: with include ... | nindent N. */}}
 {{- define "ecotune.imagePullSecrets" -}}
 {{- with .Values.global.imagePullSecrets -}}
@@ -131,6 +142,17 @@ credentials a feature needs are referenced.
 {{- $s := include "ecotune.study" (dict "root" $ "study" .) | fromYaml -}}
 {{- if gt (int $s.r_min) (int $s.r_max) -}}
 {{- fail (printf "studies[%s]: r_min (%v) must be <= r_max (%v)" .name $s.r_min $s.r_max) -}}
+{{- end -}}
+{{- if and (eq $.Values.kfp.scheduler "recurringRun") $s.timeZone -}}
+{{- $utc := list "UTC" "Etc/UTC" -}}
+{{- $zone := $.Values.kfp.recurringRunTimeZone | default "Etc/UTC" -}}
+{{- if not (or (eq $s.timeZone $zone) (and (has $s.timeZone $utc) (has $zone $utc))) -}}
+{{- fail (printf "studies[%s]: timeZone %s cannot be kept by a KFP recurring run: KFP evaluates every cron schedule in its ScheduledWorkflow controller's zone (kfp.recurringRunTimeZone: %s). Use kfp.scheduler cronjob (CronJob spec.timeZone), or set the study's timeZone to %s" .name $s.timeZone $zone $zone) -}}
+{{- end -}}
+{{- end -}}
+{{- $ctx := dict "root" $ "study" $s -}}
+{{- if and (eq $s.engine.type "gpuEvaluator") (not (include "ecotune.managedVllm" $ctx)) $.Values.mlflow.enabled $.Values.mlflow.registry.enabled (not (dig "gpuEvaluator" "servingUrl" "" $s.engine)) -}}
+{{- fail (printf "studies[%s]: engine.gpuEvaluator.servingUrl is required: vLLM runs inside the pipeline (vllm.deploy false), so the winner registered in MLflow needs the URL where the model is served in production" .name) -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.s3.enabled (not .Values.s3.existingSecret) -}}

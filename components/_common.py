@@ -96,14 +96,6 @@ def run_journal_uri(base: str, run_key: str) -> str:
     return f"{base}/{run_key}" if run_key else base
 
 
-def expected_trial_cost(opt: Optimizer) -> float:
-    """Mean tokens of the trials told so far; the cheapest trial's worst case before."""
-    spent = [r.tokens for r in opt.results.values()]
-    if spent and sum(spent) > 0:
-        return sum(spent) / len(spent)
-    return max(opt._min_trial_cost(), 1.0)
-
-
 def rounds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The journal's ``round`` records, in round order."""
     return sorted((r for r in records if r.get("type") == "round"), key=lambda r: r["round"])
@@ -172,12 +164,13 @@ def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[s
     from ecotune.tracking.promotion import held_out_promotion
 
     track, s = cfg.get("tracking") or {}, study_section(cfg)
-    best = best_trial(((i, r) for i, r in opt.results.items()
+    state = opt.state
+    best = best_trial(((i, r) for i, r in state.results.items()
                        if r.n_evaluated >= opt.r_max and r.instance_scores), opt.r_max)
     if best is None:
         return None
     tid = best[0]
-    config = dict(opt.trials[tid].config)
+    config = dict(state.trials[tid].config)
     alias = track.get("promote_alias") or "champion"
     common = {"tracking_uri": track.get("tracking_uri"),
               "experiment": f"{track.get('experiment') or 'ecotune'}-promotions",
@@ -198,7 +191,7 @@ def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[s
                          "engine.serving_url is not set: no endpoint to register")
     res = promote(track["registered_model"], config,
                   {"base_url": serving, "model": engine_spec(cfg, serving)["model"]},
-                  challenger_scores=opt.results[tid].instance_scores, champion_alias=alias,
+                  challenger_scores=state.results[tid].instance_scores, champion_alias=alias,
                   **common)
     return {"model": res.model_name, "version": res.version, "aliases": list(res.aliases),
             "promoted": res.promoted, "reason": res.reason}

@@ -41,9 +41,9 @@ def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
     trial_id, journal_uri = int(trial["trial_id"]), str(trial["journal_uri"])
     manifest_uri = str(trial["manifest_uri"])
     opt = make_study_optimizer(study, journal_uri)
-    if trial_id in opt.results:
+    if opt.state.is_told(trial_id):
         return "already-told"
-    asked, s = opt.trials[trial_id], study_section(study)
+    asked, s = opt.state.trials[trial_id], study_section(study)
     task = make_task(task_spec(study))
     ids = load_subset(subsets_store(manifest_uri), task, int(s.get("seed", 0)), int(s["r_max"]))
     server = serve_vllm(study) if not engine_url else contextlib.nullcontext(engine_url)
@@ -53,14 +53,14 @@ def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
             engine = make_engine(spec)
             cache = ResponseCache.open(f"{subsets_store(manifest_uri)}/cache", spec["model"],
                                        seeded=bool(spec.get("send_seed", True)))
-            result = EngineEvaluator(task, engine, ids, opt.journal, cache=cache).evaluate(asked)
+            result = EngineEvaluator(task, engine, ids, opt.state.journal, cache=cache).evaluate(asked)
     except Exception as exc:  # noqa: BLE001 - a failed trial is told, never lost
         result = getattr(exc, "partial_result", None) or TrialResult(
             score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0)
         result.status, result.error = TrialStatus.FAILED, f"{type(exc).__name__}: {exc}"
         if result.n_evaluated == 0:
             result.score = None
-    opt.tell(asked, result=result)
+    opt.tell(asked, result)
     return str(result.status)
 
 

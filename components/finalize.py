@@ -27,19 +27,20 @@ def finalize_study(study: dict, journal_uri: str, engine_url: str,
     journal = run_journal_uri(journal_uri, run_key)
     track = study.get("tracking") or {}
     opt = make_study_optimizer(study, journal)
-    records = opt.journal.records()
+    state = opt.state
+    records = state.journal.records()
     last = (rounds(records) or [{}])[-1]
     summary = {**opt.summary(), "r_max": opt.r_max, "state": status.state,
                "rounds": len(rounds(records)), "stop_reason": last.get("stop_reason")}
-    opt.journal.append({"type": "final", "key": "final", "summary": summary})
+    state.journal.append({"type": "final", "key": "final", "summary": summary})
     if track.get("enabled"):
         try:
             from ecotune.tracking import MlflowTracker
 
             tracker = MlflowTracker(track.get("experiment") or "ecotune", track.get("tracking_uri"))
             tracker.sync_from_journal(records)
-            trials = [{"trial": opt.trials[i].to_dict(), "result": r.to_dict()}
-                      for i, r in sorted(opt.results.items())]
+            trials = [{"trial": state.trials[i].to_dict(), "result": r.to_dict()}
+                      for i, r in sorted(state.results.items())]
             tracker.on_study_end(summary, trials)
             summary["mlflow_run_id"] = tracker.parent_run_id
         except Exception as exc:  # noqa: BLE001
@@ -50,7 +51,7 @@ def finalize_study(study: dict, journal_uri: str, engine_url: str,
             except Exception as exc:  # noqa: BLE001
                 log.warning("promotion failed: %s", exc)
             if summary.get("promotion"):
-                opt.journal.append({"type": "promotion", "key": f"promotion:{journal}:"
+                state.journal.append({"type": "promotion", "key": f"promotion:{journal}:"
                                     f"{summary['promotion']['version']}", **summary["promotion"]})
     return json.dumps(summary, default=str)
 

@@ -25,8 +25,8 @@ def update_surrogate(study: dict, journal_uri: str, manifest_uri: str, q: int) -
     while len(items) < int(q):
         trial = opt.ask()
         if trial is None:
-            if not items and opt.journal is not None:
-                opt.journal.append({"type": "stop", "key": "stop",
+            if not items and opt.state.journal is not None:
+                opt.state.journal.append({"type": "stop", "key": "stop",
                                     "reason": opt.stop_reason or "done"})
             break
         items.append({"trial_id": trial.id, "journal_uri": journal_uri,

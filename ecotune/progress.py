@@ -113,7 +113,7 @@ class StudyProgress:
         if opt is not None:
             self.tokens = int(opt.tokens_used)
             self.reused = int(opt.tokens_reused)
-            self.trials = len(opt.results)
+            self.trials = len(opt.state.results)
             self.best_config, self.best = opt.best()
         if self.live_mode:
             self._live = Live(self._panel(), console=self.console, refresh_per_second=4,
@@ -140,7 +140,7 @@ class StudyProgress:
     def on_trial_end(self, opt: Any, trial: Trial, result: TrialResult) -> None:
         self.tokens = int(opt.tokens_used)
         self.reused = int(opt.tokens_reused)
-        self.trials = len(opt.results)
+        self.trials = len(opt.state.results)
         self.best_config, self.best = opt.best()
         self.current, self.current_done, self.current_tokens = None, 0, 0
         if self._live is not None:

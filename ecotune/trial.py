@@ -1,7 +1,7 @@
 """Trial records exchanged between optimizers and whatever runs the trials.
 
-An optimizer hands out a :class:`Trial` from ``ask()`` and takes a :class:`TrialResult`
-(or its fields) in ``tell()``. Neither knows where the trial ran: in-process, in a
+An optimizer hands out a :class:`Trial` from ``ask()`` and takes a :class:`TrialResult` in
+``tell()`` (:meth:`TrialResult.for_trial` builds one from a score and a token count). Neither knows where the trial ran: in-process, in a
 replay table, or as a Kubeflow step.
 """
 
@@ -112,26 +112,42 @@ class TrialResult:
                    unsettled_tokens=int(d.get("unsettled_tokens", 0)),
                    reused_tokens=int(d.get("reused_tokens", 0)))
 
+    @classmethod
+    def for_trial(cls, trial: Trial, *, score: float | None = None, tokens: int | None = None,
+                  n_evaluated: int | None = None, prompt_tokens: int | None = None,
+                  completion_tokens: int | None = None, status: TrialStatus | str | None = None,
+                  error: str | None = None, instance_ids: list[str] | None = None,
+                  instance_scores: list[float] | None = None,
+                  wall_time_s: float = 0.0) -> TrialResult:
+        """A result for ``trial`` from what a simple evaluator knows.
 
-def result_from_fields(t, score, tokens, n_evaluated, prompt_tokens, completion_tokens, status,
-                       error, instance_ids, instance_scores, wall_time_s) -> TrialResult:
-    """A result from ``tell``'s separate fields (``tokens`` alone is enough)."""
-    if tokens is None and prompt_tokens is None:
-        raise ValueError("tell needs tokens (or prompt_tokens and completion_tokens)")
-    completion = int(completion_tokens or 0)
-    prompt = int(prompt_tokens) if prompt_tokens is not None else int(tokens) - completion
-    if tokens is not None and prompt + completion != int(tokens):
-        raise ValueError(f"tokens ({tokens}) != prompt_tokens + completion_tokens "
-                         f"({prompt} + {completion})")
-    n = t.fidelity if n_evaluated is None else int(n_evaluated)
-    if status is None:
-        status = (TrialStatus.FAILED if score is None else
-                  TrialStatus.COMPLETE if n >= t.fidelity else TrialStatus.PARTIAL)
-    return TrialResult(score=None if score is None else float(score), prompt_tokens=prompt,
-                       completion_tokens=completion, n_evaluated=n, status=TrialStatus(status),
-                       instance_ids=list(instance_ids or []),
-                       instance_scores=list(instance_scores or []), error=error,
-                       wall_time_s=float(wall_time_s))
+        ``tokens`` alone is enough for accounting (all counted as prompt tokens);
+        ``prompt_tokens``/``completion_tokens`` sharpen the cost model. ``n_evaluated``
+        defaults to the trial's fidelity; ``status`` to failed without a score, partial
+        below the fidelity, complete otherwise.
+
+        Example:
+            >>> opt.tell(trial, TrialResult.for_trial(trial, score=0.7, tokens=1200))  # doctest: +SKIP
+
+        Raises:
+            ValueError: no token count, or ``tokens`` disagrees with its two parts.
+        """
+        if tokens is None and prompt_tokens is None:
+            raise ValueError("a result needs tokens (or prompt_tokens and completion_tokens)")
+        completion = int(completion_tokens or 0)
+        prompt = int(prompt_tokens) if prompt_tokens is not None else int(tokens) - completion
+        if tokens is not None and prompt + completion != int(tokens):
+            raise ValueError(f"tokens ({tokens}) != prompt_tokens + completion_tokens "
+                             f"({prompt} + {completion})")
+        n = trial.fidelity if n_evaluated is None else int(n_evaluated)
+        if status is None:
+            status = (TrialStatus.FAILED if score is None else
+                      TrialStatus.COMPLETE if n >= trial.fidelity else TrialStatus.PARTIAL)
+        return cls(score=None if score is None else float(score), prompt_tokens=prompt,
+                   completion_tokens=completion, n_evaluated=n, status=TrialStatus(status),
+                   instance_ids=list(instance_ids or []),
+                   instance_scores=list(instance_scores or []), error=error,
+                   wall_time_s=float(wall_time_s))
 
 
 def check_result(t: Trial, r: TrialResult) -> None:

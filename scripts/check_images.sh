@@ -3,10 +3,11 @@
 #   1. hadolint every images/*/Dockerfile (fails on error-level findings; all are printed);
 #   2. image policy: FROM pinned to a version tag (never latest/untagged), a non-root USER as
 #      the last USER, no ENV/ARG whose name looks like a secret;
-#   3. the control-plane requirements resolve for Python 3.11 (pip --dry-run
-#      --ignore-installed). Only PyPI is reachable here, so torch resolves from PyPI (and this
-#      machine's local wheel cache) instead of the PyTorch CPU index the Dockerfile uses; the
-#      Dockerfile's TORCH_VERSION must equal the torch pin;
+#   3. the control-plane requirements resolve for Python 3.11 with requirements/constraints.txt
+#      as constraints, as the Dockerfile installs them (pip --dry-run --ignore-installed).
+#      Only PyPI is reachable here, so torch resolves from PyPI (and this machine's local wheel
+#      cache) instead of the PyTorch CPU index the Dockerfile uses; the Dockerfile's
+#      TORCH_VERSION must equal the torch pin;
 #   4. the evaluator's extra requirements resolve as wheels for the base image's Python 3.12 on
 #      manylinux x86_64 (vllm itself comes from the base image and is not resolved).
 # Tools: hadolint from .tools/bin (scripts/install_tools.sh) or PATH; pip from $PYTHON, .venv,
@@ -95,7 +96,7 @@ if [[ -z "$pin" || "$pin" != "$arg" ]]; then
     fail "control-plane: Dockerfile TORCH_VERSION ($arg) != requirements torch pin ($pin)"
 fi
 if "$PY" -m pip install --dry-run --ignore-installed --quiet --report "$work/cp.json" \
-        -r "$req" >"$work/cp.log" 2>&1; then
+        -c "$ROOT/requirements/constraints.txt" -r "$req" >"$work/cp.log" 2>&1; then
     n="$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["install"]))' "$work/cp.json")"
     echo "ok   control-plane requirements resolve ($n distributions, python $("$PY" -c 'import sys; print(sys.version.split()[0])'))"
 else

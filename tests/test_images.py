@@ -137,3 +137,72 @@ def test_check_images_script_passes() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert "control-plane requirements resolve" in res.stdout
     assert "evaluator extra requirements resolve" in res.stdout
+
+
+# -- what the images install ------------------------------------------------------------------
+def _pins(path: Path) -> dict[str, str]:
+    """``{normalized name: version}`` of a requirements/constraints file."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, _, version = line.partition("==")
+            out[re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()] = version.strip()
+    return out
+
+
+def _requirement_names(specs: list[str]) -> set[str]:
+    return {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[ ;]", s, maxsplit=1)[0]).lower()
+            for s in specs}
+
+
+def _chart_optimizers() -> set[str]:
+    import json
+
+    schema = json.loads((ROOT / "helm" / "ecotune" / "values.schema.json").read_text())
+    props = schema["properties"]
+    return (set(props["studyDefaults"]["properties"]["optimizer"]["enum"])
+            | set(props["studies"]["items"]["properties"]["optimizer"]["enum"]))
+
+
+@pytest.mark.parametrize("req", sorted(IMAGES.glob("*/requirements.txt")), ids=lambda p: p.parent.name)
+def test_image_pins_are_the_project_constraints(req: Path) -> None:
+    """Images run the versions the test suite ran with (requirements/constraints.txt).
+    torch is the exception: constraints.txt leaves it out, the CPU build is installed first
+    (scripts/install.sh, the Dockerfile's TORCH_VERSION) and must be the same release."""
+    constraints = _pins(ROOT / "requirements" / "constraints.txt")
+    pins = _pins(req)
+    if "torch" in pins:
+        install = (ROOT / "scripts" / "install.sh").read_text()
+        assert f'"torch=={pins.pop("torch")}"' in install
+    for name, version in pins.items():
+        assert constraints.get(name) == version, f"{req.parent.name}: {name}=={version}, " \
+            f"constraints.txt has {constraints.get(name)}"
+
+
+def test_control_plane_installs_with_the_constraints_file() -> None:
+    steps = instructions(IMAGES / "control-plane" / "Dockerfile")
+    assert ("COPY", "requirements/constraints.txt /tmp/constraints.txt") in steps
+    runs = [rest for word, rest in steps if word == "RUN" and "-r /tmp/requirements.txt" in rest]
+    assert runs and all("-c /tmp/constraints.txt" in r for r in runs)
+
+
+def test_images_hold_what_every_chart_optimizer_needs() -> None:
+    """ecotune is installed with --no-deps: each image must list its dependencies itself,
+    and Syne Tune (the bench extra) wherever a chart study may choose bohb or asha: the
+    control plane asks, and the evaluator rebuilds the optimizer to tell its result."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    cp = set(_pins(IMAGES / "control-plane" / "requirements.txt"))
+    ev = set(_pins(IMAGES / "evaluator" / "requirements.txt"))
+    base_owned = {"numpy", "torch", "pydantic", "pyyaml", "httpx", "openai", "vllm"}
+    core = _requirement_names(project["dependencies"])
+    assert core <= cp, f"control-plane lacks {sorted(core - cp)}"
+    assert core - base_owned <= ev, f"evaluator lacks {sorted(core - base_owned - ev)}"
+    for extra in ("engine", "s3", "tracking", "kfp", "humaneval"):
+        assert _requirement_names(extras[extra]) <= cp, extra
+    if _chart_optimizers() & {"bohb", "asha"}:
+        bench = _requirement_names(extras["bench"])
+        assert bench <= cp and bench <= ev, "the chart offers bohb/asha: images need Syne Tune"

@@ -13,10 +13,15 @@ from ecotune.bench.synthetic import SyntheticEvaluator, SyntheticLandscape, synt
 from ecotune.journal import JournalError, open_journal
 from ecotune.optimizers import OPTIMIZERS, make_optimizer
 from ecotune.study_loop import run_study
-from ecotune.trial import Trial
+from ecotune.trial import Trial, TrialResult
 
 LAND = SyntheticLandscape(120, seed=3)
 SPACE = synthetic_space()
+
+
+def tell(opt, trial, **fields):
+    """Tell ``trial`` a result built from a score and token counts."""
+    opt.tell(trial, TrialResult.for_trial(trial, **fields))
 
 
 def _make(name, journal=None, budget=30_000, **kw):
@@ -32,14 +37,14 @@ def test_contract(name):
     while (trial := opt.ask()) is not None:
         assert isinstance(trial, Trial) and trial.id == n
         assert 5 <= trial.fidelity <= 40
-        assert 0 < trial.token_limit <= opt.budget.budget_tokens
+        assert 0 < trial.token_limit <= opt.state.budget.budget_tokens
         # canonical: every active setting is there, no inactive (inert) one
         active = {k for k in SPACE.names if SPACE.is_active(k, trial.config)}
         assert active <= set(trial.config) and set(trial.config) <= set(SPACE.names)
         assert SPACE.canonical(trial.config) == trial.config
         res = ev.evaluate(trial)
         assert res.tokens <= trial.token_limit
-        opt.tell(trial, score=res.score, tokens=res.tokens, n_evaluated=res.n_evaluated)
+        tell(opt, trial, score=res.score, tokens=res.tokens, n_evaluated=res.n_evaluated)
         n += 1
     assert opt.stop_reason in {"budget", "exhausted", "max_trials", "converged"}
     assert opt.tokens_used <= 30_000
@@ -60,14 +65,17 @@ def test_tell_validation():
     opt = _make("random")
     t = opt.ask()
     with pytest.raises(ValueError, match="n_evaluated"):
-        opt.tell(t, score=0.5, tokens=10, n_evaluated=t.fidelity + 1)
+        tell(opt, t, score=0.5, tokens=10, n_evaluated=t.fidelity + 1)
     with pytest.raises(ValueError, match="finite"):
-        opt.tell(t, score=float("nan"), tokens=10, n_evaluated=1)
-    opt.tell(t, score=0.5, tokens=10, n_evaluated=1)
+        tell(opt, t, score=float("nan"), tokens=10, n_evaluated=1)
+    tell(opt, t, score=0.5, tokens=10, n_evaluated=1)
     with pytest.raises(ValueError, match="already told"):
-        opt.tell(t, score=0.5, tokens=10, n_evaluated=1)
+        tell(opt, t, score=0.5, tokens=10, n_evaluated=1)
     with pytest.raises(ValueError, match="never asked"):
-        opt.tell(99, score=0.5, tokens=10)
+        opt.tell(99, TrialResult(score=0.5, prompt_tokens=10, completion_tokens=0,
+                                 n_evaluated=1))
+    with pytest.raises(TypeError, match="TrialResult"):
+        opt.tell(99, {"score": 0.5, "tokens": 10})
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -109,13 +117,13 @@ def test_torn_journal_tail_is_ignored_and_repaired(tmp_path):
     path = tmp_path / "j.jsonl"
     opt = _make("random", journal=path)
     t = opt.ask()
-    opt.tell(t, score=0.5, tokens=100, n_evaluated=t.fidelity)
+    tell(opt, t, score=0.5, tokens=100, n_evaluated=t.fidelity)
     with open(path, "ab") as f:
         f.write(b'{"type": "tell", "key": "tell:1", "trial_')  # crash mid-write
     again = _make("random", journal=path)
     assert again.tokens_used == 100
     t2 = again.ask()
-    again.tell(t2, score=0.1, tokens=5, n_evaluated=1)
+    tell(again, t2, score=0.1, tokens=5, n_evaluated=1)
     lines = path.read_text().splitlines()
     assert all(json.loads(line) for line in lines)
 
@@ -131,11 +139,11 @@ def test_budget_is_never_exceeded(budget, seed, name, r_min, span, overshoot):
                          r_max=r_min + span, seed=seed,
                          prompt_tokens_hint=float(rng.integers(5, 300)))
     while (t := opt.ask()) is not None:
-        per = opt.cost_model.worst_case_per_instance(int(t.config["max_tokens"]))
+        per = opt.state.cost_model.worst_case_per_instance(int(t.config["max_tokens"]))
         n = min(t.fidelity, int(t.token_limit // per))
         spent = int(min(t.token_limit, n * per * (0.2 + 0.8 * overshoot)))
         assert spent <= t.token_limit
-        opt.tell(t, score=float(rng.random()), tokens=spent, n_evaluated=n)
+        tell(opt, t, score=float(rng.random()), tokens=spent, n_evaluated=n)
         assert opt.tokens_used <= budget
     assert opt.tokens_used <= budget
 
@@ -202,7 +210,7 @@ def test_every_proposal_is_a_candidate(name):
     assert _key(opt.best()[0]) in keys
     if name in ("random", "botorch"):  # single fidelity over 12 configs: done after 12
         assert opt.stop_reason in {"exhausted", "budget"}
-        assert len(opt.results) <= len(cands)
+        assert len(opt.state.results) <= len(cands)
 
 
 def test_random_over_candidates_is_a_seeded_order_without_repeats():
@@ -211,7 +219,7 @@ def test_random_over_candidates_is_a_seeded_order_without_repeats():
     seen = []
     while (t := opt.ask()) is not None:
         seen.append(_key(t.config))
-        opt.tell(t, score=0.5, tokens=100, n_evaluated=t.fidelity)
+        tell(opt, t, score=0.5, tokens=100, n_evaluated=t.fidelity)
     assert sorted(seen) == sorted(_key(SPACE.validate_config(c)) for c in cands)
     assert opt.stop_reason == "exhausted"
 
@@ -235,7 +243,7 @@ def test_resume_with_candidates(tmp_path):
         t = opt.ask()
         opt.tell(t, result=ev.evaluate(t))
     again = _make("ecotune", journal=path, candidates=cands)
-    assert again.tokens_used == opt.tokens_used and len(again.results) == 7
+    assert again.tokens_used == opt.tokens_used and len(again.state.results) == 7
     run_study(again, ev)
     assert again.tokens_used <= 30_000
 
@@ -259,7 +267,7 @@ def test_ecotune_promotes_incrementally_and_prunes_against_the_incumbent():
             promotions += 1
             assert res.reused_tokens > 0  # the first instances were kept, not bought again
         seen[k] = max(seen.get(k, 0), res.n_evaluated)
-        full = [r for r in opt.results.values() if r.n_evaluated >= opt.r_max]
+        full = [r for r in opt.state.results.values() if r.n_evaluated >= opt.r_max]
         if full:
             best = max(full, key=lambda r: r.score)
             assert t.prune_below == pytest.approx(incumbent_floor(best.instance_scores))
@@ -267,7 +275,7 @@ def test_ecotune_promotes_incrementally_and_prunes_against_the_incumbent():
             assert t.prune_below is None
         opt.tell(t, result=res)
     assert promotions >= 1
-    assert sum(r.n_evaluated < opt.r_max for r in opt.results.values()) > len(opt.results) / 2
+    assert sum(r.n_evaluated < opt.r_max for r in opt.state.results.values()) > len(opt.state.results) / 2
     assert opt.best()[0] is not None and opt.tokens_used <= 60_000
 
 
@@ -302,21 +310,42 @@ def test_consecutive_failed_trials_stop_the_study_and_survive_a_resume(name, tmp
     opt = _make(name, journal=journal, max_failed_trials=3)
 
     def fail(t):
-        opt.tell(t, tokens=7, n_evaluated=0, status="failed", error="EngineError: down")
+        tell(opt, t, tokens=7, n_evaluated=0, status="failed", error="EngineError: down")
 
     for ok in (False, False, True, False, False):
         t = opt.ask()
         if ok:
-            opt.tell(t, score=0.5, tokens=50, n_evaluated=t.fidelity)
+            tell(opt, t, score=0.5, tokens=50, n_evaluated=t.fidelity)
         else:
             fail(t)
-    assert opt.budget.failed_streak == 2 and opt.budget.stop_reason(1.0) is None
+    assert opt.state.budget.failed_streak == 2 and opt.state.budget.stop_reason(1.0) is None
     resumed = _make(name, journal=journal, max_failed_trials=3)
-    assert resumed.budget.failed_streak == 2
+    assert resumed.state.budget.failed_streak == 2
     opt = resumed
     fail(opt.ask())
     assert opt.ask() is None and opt.stop_reason == "failed_trials"
     assert opt.summary()["stop_reason"] == "failed_trials"
-    assert len(opt.results) == 6 and not opt.pending
+    assert len(opt.state.results) == 6 and not opt.state.pending
     with pytest.raises(ValueError, match="max_failed_trials"):
         _make(name, max_failed_trials=0)
+
+
+def test_study_state_is_what_callers_read(tmp_path):
+    """The study's accounting lives in ``opt.state`` (public: told or not, the cheapest
+    trial's worst case, the mean cost), and a proposer is only ever built over one."""
+    from ecotune.optimizers import StudyState
+    from ecotune.optimizers.simple import RandomSearch
+
+    opt = _make("random", journal=tmp_path / "j.jsonl")
+    st = opt.state
+    assert isinstance(st, StudyState) and st.n_asked == 0
+    assert st.mean_trial_cost() == max(st.min_trial_cost(), 1.0) > 0
+    t = opt.ask()
+    assert st.n_asked == 1 and t.id in st.pending and not st.is_told(t.id)
+    tell(opt, t, score=0.5, tokens=120, n_evaluated=t.fidelity)
+    assert st.is_told(t.id) and st.mean_trial_cost() == 120 and opt.tokens_used == 120
+    assert opt.summary() == st.summary("random")
+    again = _make("random", journal=tmp_path / "j.jsonl")
+    assert again.state.is_told(t.id) and again.state.n_asked == 1
+    with pytest.raises(TypeError, match="StudyState"):
+        RandomSearch(SPACE)

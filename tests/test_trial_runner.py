@@ -151,7 +151,7 @@ def test_failure_charges_partial_tokens_in_run_study(tmp_path: Path) -> None:
     eng = FakeEngine(_right(task), fail_after=7)  # trial 0 ok, trial 1 fails at its 3rd
     ev = EngineEvaluator(task, eng, order, journal=str(tmp_path / "j.jsonl"), max_in_flight=1)
     run_study(opt, ev)
-    res = [opt.results[i] for i in sorted(opt.results)]
+    res = [opt.state.results[i] for i in sorted(opt.state.results)]
     assert res[0].status == TrialStatus.COMPLETE
     assert res[1].status == TrialStatus.FAILED and res[1].n_evaluated == 2
     assert res[1].tokens > 0 and "fake engine failure" in (res[1].error or "")

@@ -100,11 +100,11 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
             cache[key] = bench.true_score(cfg)
         traj.append((opt.tokens_used, cache[key]))
     cfg, score = opt.best()
-    out = {"method": method, "seed": seed, "trials": len(opt.results),
+    out = {"method": method, "seed": seed, "trials": len(opt.state.results),
            "tokens_used": opt.tokens_used, "budget": budget, "stop_reason": opt.stop_reason,
            "final_true": bench.true_score(cfg), "final_observed": score, "best_config": cfg,
            "trajectory": traj, "over_limit": int(over_limit),
-           "failed": sum(r.status == TrialStatus.FAILED for r in opt.results.values()),
+           "failed": sum(r.status == TrialStatus.FAILED for r in opt.state.results.values()),
            "wall_s": time.monotonic() - t0}
     if isinstance(ev, ReplayEvaluator):
         out["distinct_configs"] = len(set(ev.hits))

@@ -4,15 +4,20 @@ Example:
     >>> from ecotune.optimizers import make_optimizer
     >>> opt = make_optimizer("ecotune", space=space, budget_tokens=50_000, r_min=5, r_max=50)
     >>> while (trial := opt.ask()) is not None:
-    ...     opt.tell(trial, score=run(trial), tokens=spent, n_evaluated=n)
+    ...     opt.tell(trial, evaluator.evaluate(trial))   # a TrialResult
     >>> config, score = opt.best()
+
+Each optimizer is a proposer (:class:`~ecotune.optimizers.base.Optimizer`, which documents
+the subclass contract) over the study's :class:`~ecotune.optimizers.state.StudyState`.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ecotune.optimizers.base import Optimizer
+from ecotune.optimizers.state import StudyState
 from ecotune.space import SearchSpace
 
 OPTIMIZERS = ("ecotune", "random", "qmc", "botorch", "cmaes", "bohb", "asha",
@@ -51,16 +56,23 @@ def make_optimizer(name: str, *, space: SearchSpace | dict, budget_tokens: int, 
         seed: random seed.
         journal: local path or ``s3://`` URI of the study journal.
         **options: optimizer-specific settings (``tau``, ``eta0``, ``lam``, ``max_trials``,
-            ``fixed``, ``prompt_tokens_hint``, ...).
+            ``fixed``, ``prompt_tokens_hint``, ...): those :class:`StudyState` takes go to
+            the study state, the rest to the optimizer.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
     if isinstance(space, dict):
         space = SearchSpace.from_dict(space)
-    opt = _registry()[name](space, budget_tokens, r_min, r_max, seed=seed, journal=journal,
-                            **options)
+    state_kw = {k: options.pop(k) for k in _STATE_OPTIONS if k in options}
+    state = StudyState(space, budget_tokens, r_min, r_max, seed=seed, journal=journal,
+                       **state_kw)
+    opt = _registry()[name](state, **options)
     opt._open()
     return opt
 
 
-__all__ = ["OPTIMIZERS", "Optimizer", "make_optimizer"]
+#: keyword options of make_optimizer that belong to the study state, not the proposer
+_STATE_OPTIONS = tuple(n for n, p in inspect.signature(StudyState).parameters.items()
+                       if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+__all__ = ["OPTIMIZERS", "Optimizer", "StudyState", "make_optimizer"]

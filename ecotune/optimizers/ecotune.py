@@ -98,15 +98,15 @@ class EcoTuneOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ proposal
     def _propose(self) -> Proposal | None:
-        X, n, y = self.observations()
-        if self._next_id < len(self.initial_configs):
-            cfg = dict(self.initial_configs[self._next_id])
-            if self.candidates is not None:  # e.g. a default that is not among the presets
+        X, n, y = self.state.observations()
+        if self.state.n_asked < len(self.initial_configs):
+            cfg = dict(self.initial_configs[self.state.n_asked])
+            if self.state.candidates is not None:  # e.g. a default that is not among the presets
                 cfg = self._unseen_candidate(cfg)
             return cfg, self.init_fidelity, {"phase": "init"}
-        if len(y) + len(self.pending) < self.n_init + len(self.initial_configs) or len(y) < 2:
+        if len(y) + len(self.state.pending) < self.n_init + len(self.initial_configs) or len(y) < 2:
             cfg = self._sobol_config()
-            if self.candidates is not None:
+            if self.state.candidates is not None:
                 cfg = self._unseen_candidate(cfg)
             return cfg, self.init_fidelity, {"phase": "init"}
         if self.acquisition == "paper":
@@ -118,7 +118,7 @@ class EcoTuneOptimizer(Optimizer):
         if not self.early_stopping:
             return None
         best = None
-        for r in self.results.values():
+        for r in self.state.results.values():
             if r.status == TrialStatus.FAILED or r.score is None or r.n_evaluated < self.r_max:
                 continue
             if best is None or r.score > best.score:
@@ -132,7 +132,7 @@ class EcoTuneOptimizer(Optimizer):
     def per_config(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One observation per config: its prefix mean over the most instances measured."""
         best: dict[tuple[float, ...], tuple[np.ndarray, float, float]] = {}
-        X, n, y = self.observations()
+        X, n, y = self.state.observations()
         for x, k, s in zip(X, n, y, strict=True):
             key = encoded_key(x)
             if key not in best or k >= best[key][1]:
@@ -159,17 +159,18 @@ class EcoTuneOptimizer(Optimizer):
             return None
         mu, sd = posterior_mean_std(model, C)
         noise = score_noise(np.repeat(mu, L), np.maximum(delta, 1).reshape(-1))
-        xi = self.budget.eta * float(np.std(y) if len(y) > 1 else 0.0)
+        xi = self.state.budget.eta * float(np.std(y) if len(y) > 1 else 0.0)
         log_ei = log_lookahead_ei(np.repeat(mu, L), np.repeat(sd, L), noise, f_star, xi)
         configs = [self.space.decode(c) | self.fixed for c in C]
-        max_tok = np.repeat([self._max_completion(cfg) for cfg in configs], L)
-        cost = self.cost_model.predict(np.repeat(C, L, axis=0), max_tok,
+        max_tok = np.repeat([self.state.max_completion(cfg) for cfg in configs], L)
+        cost = self.state.cost_model.predict(np.repeat(C, L, axis=0), max_tok,
                                        np.maximum(delta, 1).reshape(-1),
                                        prompt_tokens=self._increment_prompts(configs, done))
         penalty = self._pending_penalty(C, model)
         log_eipt = (log_ei - np.log(cost)).reshape(len(C), L) + penalty[:, None]
         log_eipt = np.where(valid, log_eipt, -np.inf)
-        cool = max(self.budget.remain, 0) / self.budget.budget_tokens  # EI-cool, see paper
+        budget = self.state.budget
+        cool = max(budget.remain, 0) / budget.budget_tokens  # EI-cool, see paper
         utility = log_eipt + (1.0 - cool) * np.log(cost).reshape(len(C), L)
         c = int(np.unravel_index(int(np.argmax(utility)), utility.shape)[0])
         li = choose_fidelity_ratio(log_eipt[c], self.tau)
@@ -178,8 +179,8 @@ class EcoTuneOptimizer(Optimizer):
             return final
         self.last_decision = {
             "phase": "promote" if done[c] > 0 else "explore", "f_star": f_star,
-            "eta": self.budget.eta, "fidelity": int(levels[li]), "already": int(done[c]),
-            "t_hat": self.budget.t_hat(float(cost.reshape(len(C), L)[c, -1])),
+            "eta": budget.eta, "fidelity": int(levels[li]), "already": int(done[c]),
+            "t_hat": budget.t_hat(float(cost.reshape(len(C), L)[c, -1])),
             "eipt_per_1k": float(np.exp(log_eipt[c, li]) * 1000.0)}
         return self.space.decode(C[c]), int(levels[li]), dict(self.last_decision)
 
@@ -187,11 +188,11 @@ class EcoTuneOptimizer(Optimizer):
                            ) -> np.ndarray | None:
         """Exact prompt tokens of the instances each (config, level) would add, shape
         (len(configs) * levels,), when prompt costs are known; else None."""
-        if self.prompt_tokens is None:
+        if self.state.prompt_tokens is None:
             return None
         out = np.zeros((len(configs), len(self.levels)))
         for i, cfg in enumerate(configs):
-            cum = np.concatenate([[0], np.cumsum(self.prompt_tokens(cfg))])
+            cum = np.concatenate([[0], np.cumsum(self.state.prompt_tokens(cfg))])
             lo = cum[int(min(done[i], self.r_max))]
             out[i] = np.maximum(cum[np.asarray(self.levels)] - lo, 0)
         return out.reshape(-1)
@@ -199,17 +200,17 @@ class EcoTuneOptimizer(Optimizer):
     def _candidates(self, X: np.ndarray, mu_obs: np.ndarray) -> np.ndarray:
         """Sobol + local refinement around the best three, plus every observed config (so
         promotions compete with new configs); or the finite candidate set."""
-        if self.candidate_X is not None:
-            return self.candidate_X
-        C = candidate_set(self.space, self._rng(self._next_id, 1),
+        if self.state.candidate_X is not None:
+            return self.state.candidate_X
+        C = candidate_set(self.space, self._rng(self.state.n_asked, 1),
                           centres=X[np.argsort(-mu_obs)[:3]], n_global=self.n_candidates)
         return np.vstack([C, X])
 
     def _measured_counts(self, C: np.ndarray) -> np.ndarray:
         """Instances each candidate config already has (or gets from a running trial)."""
         most: dict[tuple[float, ...], int] = {}
-        for tid, t in self.trials.items():
-            res = self.results.get(tid)
+        for tid, t in self.state.trials.items():
+            res = self.state.results.get(tid)
             if res is not None and (res.status == TrialStatus.FAILED or res.n_evaluated == 0):
                 continue  # a failed trial measured nothing
             k = encoded_key(self.space.encode(t.config))
@@ -226,14 +227,14 @@ class EcoTuneOptimizer(Optimizer):
         pool = X[fresh] if fresh else X
         mu_p, _ = predict(pool)
         final_x = pool[int(np.argmax(mu_p))]
-        max_tok = self._max_completion(self.space.decode(final_x) | self.fixed)
-        expected = float(self.cost_model.predict(final_x[None], [max_tok], self.r_max)[0])
-        worst = self.r_max * self.cost_model.worst_case_per_instance(max_tok)
-        t_hat = self.budget.t_hat(expected)
-        if t_hat <= 1 or self.budget.available < 2 * worst:
+        max_tok = self.state.max_completion(self.space.decode(final_x) | self.fixed)
+        expected = float(self.state.cost_model.predict(final_x[None], [max_tok], self.r_max)[0])
+        worst = self.r_max * self.state.cost_model.worst_case_per_instance(max_tok)
+        t_hat = self.state.budget.t_hat(expected)
+        if t_hat <= 1 or self.state.budget.available < 2 * worst:
             self._final_done = True
             self.last_decision = {"phase": "final", "f_star": f_star, "t_hat": t_hat,
-                                  "eta": self.budget.eta, "fidelity": self.r_max}
+                                  "eta": self.state.budget.eta, "fidelity": self.r_max}
             return self.space.decode(final_x), self.r_max, dict(self.last_decision)
         return None
 
@@ -255,14 +256,14 @@ class EcoTuneOptimizer(Optimizer):
         levels, L = self.levels, len(self.levels)
         Z = np.column_stack([np.repeat(C, L, axis=0),
                              np.tile(fidelity_to_unit(levels, self.r_min, self.r_max), len(C))])
-        max_tok = np.repeat([self._max_completion(self.space.decode(c) | self.fixed)
+        max_tok = np.repeat([self.state.max_completion(self.space.decode(c) | self.fixed)
                              for c in C], L)
-        cost = self.cost_model.predict(Z[:, :-1], max_tok, np.tile(levels, len(C)))
+        cost = self.state.cost_model.predict(Z[:, :-1], max_tok, np.tile(levels, len(C)))
 
         def cost_fn(Zt: torch.Tensor) -> torch.Tensor:  # Zt is Z: costs precomputed per row
             return as_tensor(cost)
 
-        xi = self.budget.eta * float(np.std(y) if len(y) > 1 else 0.0)
+        xi = self.state.budget.eta * float(np.std(y) if len(y) > 1 else 0.0)
         acqf = TokenAwareExpectedImprovement(model, best_f=f_star, cost=cost_fn, xi=xi)
         with torch.no_grad(), gpytorch.settings.fast_pred_var():
             log_eipt = acqf.log_ei_per_token(as_tensor(Z).unsqueeze(-2)).numpy()
@@ -273,27 +274,28 @@ class EcoTuneOptimizer(Optimizer):
             return None
         penalty = np.where(done.reshape(-1), -np.inf, penalty)
         eipt_k = np.exp(log_eipt + penalty).reshape(len(C), L) * 1000.0  # per 1,000 tokens
-        cool = max(self.budget.remain, 0) / self.budget.budget_tokens
+        budget = self.state.budget
+        cool = max(budget.remain, 0) / budget.budget_tokens
         utility = (log_eipt + penalty + (1.0 - cool) * np.log(cost)).reshape(len(C), L)
         c, li, promoted = choose_fidelity(eipt_k, self.tau, utility=utility)
         final = self._final_choice(model, X, n, f_star, at_full)
         if final is not None:
             return final
         self.last_decision = {"phase": "promote" if promoted else "explore", "f_star": f_star,
-                              "t_hat": self.budget.t_hat(float(cost.reshape(len(C), L)[c, -1])),
+                              "t_hat": budget.t_hat(float(cost.reshape(len(C), L)[c, -1])),
                               "eipt_full_per_1k": float(eipt_k[:, -1].max()),
-                              "eipt_best_per_1k": float(eipt_k.max()), "eta": self.budget.eta,
+                              "eipt_best_per_1k": float(eipt_k.max()), "eta": budget.eta,
                               "fidelity": int(levels[li])}
         return self.space.decode(C[c]), int(levels[li]), dict(self.last_decision)
 
     def _pending_penalty(self, Z: np.ndarray, model, fidelity: bool = False) -> np.ndarray:
         """Local penalisation of running trials' points so parallel asks spread out."""
-        if not self.pending:
+        if not self.state.pending:
             return np.zeros(len(Z))
         P = np.array([np.append(self.space.encode(t.config),
                                 [fidelity_to_unit(t.fidelity, self.r_min, self.r_max)]
                                 if fidelity else [])
-                      for t in self.pending.values()])
+                      for t in self.state.pending.values()])
         try:
             kernel = getattr(model.covar_module, "base_kernel", model.covar_module)
             ls = kernel.lengthscale.detach().numpy().reshape(-1)

@@ -37,21 +37,21 @@ class BoTorchOptimizer(Optimizer):
         self._options.update(n_init=self.n_init)
 
     def _propose(self) -> Proposal | None:
-        X, n, y = self.observations()
-        if len(y) + len(self.pending) < self.n_init or len(y) < 2:
+        X, n, y = self.state.observations()
+        if len(y) + len(self.state.pending) < self.n_init or len(y) < 2:
             cfg = self._sobol_config()
-            return (cfg if self.candidates is None else self._unseen_candidate(cfg),
+            return (cfg if self.state.candidates is None else self._unseen_candidate(cfg),
                     self.r_max, {"phase": "init"})
         model = fit_single_fidelity_gp(X, y, n, self._hyper)
         self._hyper = hyperparameters(model)
         mu, _ = posterior_mean_std(model, X)
-        if self.candidates is None:
-            C = candidate_set(self.space, self._rng(self._next_id, 1),
+        if self.state.candidates is None:
+            C = candidate_set(self.space, self._rng(self.state.n_asked, 1),
                               centres=X[np.argsort(-mu)[:3]], n_global=self.n_candidates)
-            taken = [self.space.encode(t.config) for t in self.pending.values()]
+            taken = [self.space.encode(t.config) for t in self.state.pending.values()]
         else:  # a finite set: every trial runs at r_max, so a candidate that ran is done
-            C = self.candidate_X
-            taken = [self.space.encode(t.config) for t in self.trials.values()]
+            C = self.state.candidate_X
+            taken = [self.space.encode(t.config) for t in self.state.trials.values()]
             seen = {encoded_key(x) for x in taken}
             if all(encoded_key(c) in seen for c in C):
                 return None

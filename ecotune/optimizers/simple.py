@@ -19,12 +19,12 @@ class RandomSearch(Optimizer):
     candidate_aware = True
 
     def _propose(self) -> Proposal | None:
-        if self.candidates is not None:
-            order = self._rng(0, 7).permutation(len(self.candidates))
-            if self._next_id >= len(order):
+        if self.state.candidates is not None:
+            order = self._rng(0, 7).permutation(len(self.state.candidates))
+            if self.state.n_asked >= len(order):
                 return None
-            return dict(self.candidates[int(order[self._next_id])]), self.r_max, {}
-        u = self._rng(self._next_id).random(self.space.dim)
+            return dict(self.state.candidates[int(order[self.state.n_asked])]), self.r_max, {}
+        u = self._rng(self.state.n_asked).random(self.space.dim)
         return self.space.decode(u), self.r_max, {}
 
 
@@ -43,7 +43,6 @@ class HelmDefault(Optimizer):
     name = "helm"
 
     def _propose(self) -> Proposal | None:
-        if self._next_id >= 1:
-            self.stop_reason = "exhausted"
+        if self.state.n_asked >= 1:
             return None
         return helm_default(self.space, self.fixed.get("max_tokens")), self.r_max, {}

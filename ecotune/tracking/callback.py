@@ -18,8 +18,9 @@ class TrackingCallback:
                                   best_score=opt.best()[1])
 
     def on_study_end(self, opt: Any) -> None:
-        trials = [{"trial": opt.trials[i].to_dict(), "result": opt.results[i].to_dict()}
-                  for i in sorted(opt.results)]
+        st = opt.state
+        trials = [{"trial": st.trials[i].to_dict(), "result": st.results[i].to_dict()}
+                  for i in sorted(st.results)]
         self.tracker.on_study_end({**opt.summary(), "r_max": opt.r_max}, trials)
 
 

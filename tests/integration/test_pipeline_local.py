@@ -122,7 +122,7 @@ def test_pipeline_runs_rounds_within_budget(tmp_path, vllm_server, s3_server, ml
     assert final[0]["summary"]["rounds"] == MAX_ROUNDS
     # the journal replays to the same budget in-process
     replay = make_study_optimizer(cfg, journal)
-    assert replay.budget.used == spent and len(replay.results) == 2 * BATCH
+    assert replay.state.budget.used == spent and len(replay.state.results) == 2 * BATCH
 
     # MLflow: one trial run per told trial, tokens logged as in the journal
     client = MlflowClient(mlflow_server)

@@ -8,10 +8,6 @@ them. Nothing here holds state: the journal is the only state a pipeline run has
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,9 +103,10 @@ def serve_vllm(cfg: dict[str, Any], port: int = 8000, timeout_s: float = 1800.0
     """Start ``vllm serve`` in this pod (GPU evaluator image) and yield its base URL.
 
     The model comes from the model-cache volume (``HF_HOME`` in the evaluator image);
-    ``engine.gpu_evaluator.vllm_args`` are passed through.
+    ``engine.gpu_evaluator.vllm_args`` are passed through. vLLM writes to the pod's log; it
+    is stopped (its whole process group) when the block ends.
     """
-    import httpx
+    from ecotune.process import ManagedProcess
 
     eng = cfg.get("engine") or {}
     gpu = eng.get("gpu_evaluator") or {}
@@ -118,27 +115,10 @@ def serve_vllm(cfg: dict[str, Any], port: int = 8000, timeout_s: float = 1800.0
     cmd = ["vllm", "serve", model, "--served-model-name", name, "--host", "127.0.0.1",
            "--port", str(port), "--tensor-parallel-size", str(gpu.get("gpu_count", 1)),
            *[str(a) for a in gpu.get("vllm_args") or []]]
-    proc = subprocess.Popen(cmd, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vllm exited with {proc.returncode} before /health")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"vllm not healthy after {timeout_s:.0f}s")
-            time.sleep(2.0)
+    with ManagedProcess(cmd, log_path=None, ready=f"{url}/health", name="vllm",
+                        startup_timeout_s=timeout_s, poll_s=2.0, stop_grace_s=30.0):
         yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[str, Any] | None:

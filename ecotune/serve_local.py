@@ -6,8 +6,8 @@ Two steps, both offline (nothing is fetched from a model hub):
    float32 safetensors folder that vLLM can load (vLLM's CPU build does not run the Q4_1
    GGUF directly). Done once; a marker file holding the GGUF's sha256 makes it idempotent.
 2. :class:`LocalVLLM` runs ``python -m vllm.entrypoints.openai.api_server`` as a
-   subprocess in its own process group, waits until ``/health`` and ``/v1/models`` answer,
-   and stops it with SIGTERM then SIGKILL.
+   :class:`~ecotune.process.ManagedProcess` (its own process group, a log file), waits
+   until ``/health`` and ``/v1/models`` answer, and stops it with SIGTERM then SIGKILL.
 
 Example:
     >>> with LocalVLLM(prepare_model(), port=8000) as server:  # doctest: +SKIP
@@ -21,14 +21,13 @@ import hashlib
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 
 import httpx
+
+from ecotune.process import ManagedProcess, ProcessError, free_port
 
 SERVED_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_DEST = Path("~/.cache/ecotune/smollm2-135m-instruct").expanduser()
@@ -117,15 +116,11 @@ def prepare_model(dest: str | os.PathLike[str] | None = None) -> Path:
     return dest_dir
 
 
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LocalVLLM:
+class LocalVLLM(ManagedProcess):
     """A vLLM OpenAI-compatible server in a subprocess, as a context manager.
+
+    A :class:`~ecotune.process.ManagedProcess` whose readiness is ``/health`` answering
+    and ``/v1/models`` listing the served model.
 
     Args:
         model_dir: Folder from :func:`prepare_model`.
@@ -156,12 +151,12 @@ class LocalVLLM:
         self.dtype = dtype
         self.gpu_memory_utilization = gpu_memory_utilization
         self.max_model_len = max_model_len
-        self.log_path = (
-            Path(log_path) if log_path else (self.model_dir.parent / f"vllm-{self.port}.log")
-        )
-        self.startup_timeout_s = startup_timeout_s
         self.extra_args = list(extra_args or [])
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            self.command(), name="vLLM", ready=self._serves_model, env=self._env(),
+            log_path=log_path or self.model_dir.parent / f"vllm-{self.port}.log",
+            startup_timeout_s=startup_timeout_s, poll_s=1.0, stop_grace_s=20.0,
+        )  # fmt: skip
 
     @property
     def base_url(self) -> str:
@@ -191,76 +186,32 @@ class LocalVLLM:
         env.setdefault("DO_NOT_TRACK", "1")
         return env
 
-    def start(self) -> str:
-        """Start the server and block until it serves the model; returns the base URL."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
+    def _serves_model(self) -> bool:
+        """``/health`` answers and ``/v1/models`` lists the served model."""
         try:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT,
-                env=self._env(), start_new_session=True,
-            )  # fmt: skip
-        finally:
-            log.close()
+            with httpx.Client(timeout=5.0) as client:
+                if client.get(f"{self.base_url}/health").status_code != 200:
+                    return False
+                r = client.get(f"{self.base_url}/v1/models")
+                return r.status_code == 200 and any(
+                    m.get("id") == SERVED_MODEL_NAME for m in r.json().get("data", []))
+        except (httpx.HTTPError, ValueError):  # not listening yet, or a half-written answer
+            return False
+
+    def start(self) -> None:
+        """Start the server and block until it serves the model.
+
+        Raises:
+            ServeError: vLLM exited or did not come up (with the tail of its log).
+        """
         try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self.base_url
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        assert self.proc is not None
-        with httpx.Client(timeout=5.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise ServeError(
-                        f"vLLM exited with code {self.proc.returncode}; "
-                        f"log {self.log_path}:\n{_tail(self.log_path)}"
-                    )
-                try:
-                    if client.get(f"{self.base_url}/health").status_code == 200:
-                        r = client.get(f"{self.base_url}/v1/models")
-                        if r.status_code == 200 and any(
-                            m.get("id") == SERVED_MODEL_NAME for m in r.json().get("data", [])
-                        ):
-                            return
-                except (httpx.HTTPError, ValueError):
-                    pass
-                time.sleep(1.0)
-        raise ServeError(
-            f"vLLM did not become ready within {self.startup_timeout_s:.0f}s; "
-            f"log {self.log_path}:\n{_tail(self.log_path)}"
-        )
-
-    def stop(self, grace_s: float = 20.0) -> None:
-        """SIGTERM the process group, then SIGKILL after ``grace_s``."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+            super().start()
+        except ProcessError as e:
+            raise ServeError(str(e)) from e
 
     def __enter__(self) -> LocalVLLM:
         self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _interrupt_on_signals() -> None:
@@ -275,13 +226,6 @@ def _interrupt_on_signals() -> None:
             signal.signal(sig, handler)
         except ValueError:  # not the main thread
             return
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from ecotune.engines import (
     OpenAIEngine,
     make_engine,
 )
+from ecotune.process import free_port
 
 MODEL = "m"
 
@@ -280,17 +281,13 @@ def test_check_ok_wrong_model_and_unreachable(server: tuple[str, Script]) -> Non
     engine(url + "/v1/").check()
     with pytest.raises(EngineError, match=r"model 'other' not served .*served: \['m'\]"):
         OpenAIEngine(url, "other").check()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(EngineError, match=f"endpoint {dead} unreachable"):
         OpenAIEngine(dead, MODEL).check()
 
 
 def test_generate_against_dead_endpoint_raises(server: tuple[str, Script]) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"
     with engine(dead, max_retries=1) as eng, pytest.raises(EngineError, match="connection error"):
         eng.generate(["a"], SamplingParams())
 

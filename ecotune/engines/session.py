@@ -35,7 +35,8 @@ def engine_session(cfg: StudyConfig, say: Any = print) -> Iterator[tuple[Any, di
                     say(f"engine: starting embedded vLLM ({SERVED_MODEL_NAME}, CPU; about 40 s; "
                         f"log {server.log_path})")
                     t0 = time.monotonic()
-                    base = server.start()
+                    server.start()
+                    base = server.base_url
                 except ServeError as e:
                     raise StudyError(f"embedded engine did not start: {e}") from e
                 say(f"engine: ready at {base} after {time.monotonic() - t0:.0f} s")

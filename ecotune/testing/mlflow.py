@@ -16,60 +16,13 @@ Example:
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(uri: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
-    """Poll ``<uri>/health`` until it answers OK; fail early if the process died."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{_tail(log)}")
-        try:
-            if httpx.get(f"{uri}/health", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"mlflow server not healthy after {timeout_s:.0f}s:\n{_tail(log)}")
-
-
-def _tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
-def _stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    """SIGTERM the server's process group (uvicorn workers included), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    except ProcessLookupError:
-        pass
+from ecotune.process import ManagedProcess, free_port
 
 
 @contextmanager
@@ -104,14 +57,10 @@ def start_mlflow_server(
             cmd += ["--serve-artifacts", "--artifacts-destination", artifact_root]
         else:
             cmd += ["--no-serve-artifacts", "--default-artifact-root", artifact_root]
-        log = Path(tmp) / "server.log"
         full_env = {**os.environ, **(env or {})}
         full_env.pop("MLFLOW_TRACKING_URI", None)
-        with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, cwd=tmp, env=full_env, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_healthy(uri, proc, startup_timeout_s, log)
+        # SIGTERM reaches the server's whole process group (uvicorn workers included)
+        with ManagedProcess(cmd, log_path=Path(tmp) / "server.log", ready=f"{uri}/health",
+                            name="mlflow server", env=full_env, cwd=tmp,
+                            startup_timeout_s=startup_timeout_s, poll_s=0.3, stop_grace_s=10.0):
             yield uri
-        finally:
-            _stop(proc)

@@ -15,16 +15,14 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ecotune.process import ManagedProcess, free_ports
 
 
 def weed_binary() -> str | None:
@@ -33,23 +31,12 @@ def weed_binary() -> str | None:
     return str(cand) if cand.exists() else shutil.which("weed")
 
 
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 @contextlib.contextmanager
 def start_s3_server(bucket: str = "ecotune-test", timeout_s: float = 90.0) -> Iterator[dict[str, Any]]:
     """Start SeaweedFS with S3; yield ``{endpoint_url, access_key, secret_key, bucket}``."""
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
 
     weed = weed_binary()
     if weed is None:
@@ -60,7 +47,7 @@ def start_s3_server(bucket: str = "ecotune-test", timeout_s: float = 90.0) -> It
     (root / "s3.json").write_text(json.dumps({"identities": [{
         "name": "admin", "credentials": [{"accessKey": access, "secretKey": secret}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    m, mg, v, vg, f, fg, s3p, s3g = _free_ports(8)
+    m, mg, v, vg, f, fg, s3p, s3g = free_ports(8)
     cmd = [
         weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={m}", f"-master.port.grpc={mg}", f"-volume.port={v}",
@@ -69,32 +56,30 @@ def start_s3_server(bucket: str = "ecotune-test", timeout_s: float = 90.0) -> It
         "-s3.port.lance=0", f"-s3.config={root / 's3.json'}", "-master.telemetry=false",
         "-volume.max=50", "-master.volumeSizeLimitMB=32", "-metricsPort=0",
     ]
-    log = open(root / "weed.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            cwd=root)
     endpoint = f"http://127.0.0.1:{s3p}"
     env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": access,
            "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access,
+                          aws_secret_access_key=secret, region_name="us-east-1",
+                          config=Config(retries={"max_attempts": 1}, connect_timeout=2))
+
+    def bucket_writable() -> bool:
+        """Ready once the bucket exists and a PUT succeeds (the S3 port opens earlier)."""
+        try:
+            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                client.create_bucket(Bucket=bucket)
+            client.put_object(Bucket=bucket, Key=".ready", Body=b"1")
+            client.delete_object(Bucket=bucket, Key=".ready")
+        except (BotoCoreError, ClientError):  # still starting (no volume, no filer yet)
+            return False
+        return True
+
+    server = ManagedProcess(cmd, log_path=root / "weed.log", ready=bucket_writable,
+                            name="SeaweedFS", cwd=root, startup_timeout_s=timeout_s,
+                            poll_s=0.5, stop_grace_s=5.0)
     saved = {k: os.environ.get(k) for k in env}
     try:
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access,
-                              aws_secret_access_key=secret, region_name="us-east-1",
-                              config=Config(retries={"max_attempts": 1}, connect_timeout=2))
-        deadline, last = time.monotonic() + timeout_s, None
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"weed exited with {proc.returncode}; log: {root / 'weed.log'}")
-            try:
-                with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-                    client.create_bucket(Bucket=bucket)
-                client.put_object(Bucket=bucket, Key=".ready", Body=b"1")
-                client.delete_object(Bucket=bucket, Key=".ready")
-                break
-            except Exception as e:  # noqa: BLE001 - server still starting
-                last = e
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"S3 server not ready after {timeout_s}s: {last!r}")
-            time.sleep(0.5)
+        server.start()
         os.environ.update(env)
         yield {"endpoint_url": endpoint, "access_key": access, "secret_key": secret,
                "bucket": bucket}
@@ -104,19 +89,5 @@ def start_s3_server(bucket: str = "ecotune-test", timeout_s: float = 90.0) -> It
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = val
-        _stop(proc)
-        log.close()
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _stop(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
-    """SIGTERM the server's process group, SIGKILL it if it lingers past ``grace_s``."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()

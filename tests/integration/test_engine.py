@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from ecotune.decoding import SamplingParams
 from ecotune.engines import EngineError, OpenAIEngine
+from ecotune.process import free_port
 from ecotune.testing.vllm import MODEL
 
 pytestmark = pytest.mark.integration
@@ -36,9 +36,7 @@ def test_wrong_model_is_reported(vllm_server: str) -> None:
 
 
 def test_unreachable_endpoint_is_reported() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(EngineError, match=f"endpoint {dead} unreachable"):
         OpenAIEngine(dead, MODEL).check()
     with OpenAIEngine(dead, MODEL, max_retries=1, backoff_base_s=0.01) as e:

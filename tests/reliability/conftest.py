@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from ecotune.ledger import journal_charged
+from ecotune.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -65,12 +65,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
 
 
 # ---------------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def dead_url() -> str:
     """An http URL where nothing listens."""
     return f"http://127.0.0.1:{free_port()}"

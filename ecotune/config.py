@@ -39,7 +39,8 @@ from ecotune.engines import EngineConfig
 from ecotune.journal import JournalError, open_journal
 from ecotune.optimizers import OPTIMIZERS
 from ecotune.space import SearchSpace, SearchSpaceError
-from ecotune.tasks import TASKS, TaskConfig
+from ecotune.tasks import TaskConfig, task_config
+from ecotune.tasks.registry import upgrade_flat_task_config
 
 CONFIG_KEYS = ("decoding",) + tuple(
     k for k in SamplingParams.model_fields if k not in ("n", "seed", "stop")) + ("few_shot",)
@@ -140,6 +141,7 @@ class StudyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    #: a task name, or ``{name: ..., <that task's own options>}`` (see ecotune.tasks)
     task: TaskConfig
     engine: EngineSpec = Field(default_factory=LocalEngine)
     search_space: dict[str, Any] | None = None
@@ -174,6 +176,11 @@ class StudyConfig(BaseModel):
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, v: Any) -> Any:
+        return task_config(v)  # one message for unknown tasks and options, as make_task's
+
     @field_validator("engine", mode="before")
     @classmethod
     def _engine(cls, v: Any) -> Any:
@@ -196,9 +203,6 @@ class StudyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:
-        if self.task.name not in TASKS:
-            raise ValueError(f"task.name: unknown task {self.task.name!r}; known tasks: "
-                             f"{', '.join(sorted(TASKS))}")
         if self.r_min > self.r_max:
             raise ValueError(f"r_min ({self.r_min}) must be <= r_max ({self.r_max})")
         if self.search_space is not None:
@@ -318,5 +322,7 @@ def config_from_journal(uri: str) -> StudyConfig:
     data = head.get("study_config")
     if not isinstance(data, dict):
         raise StudyConfigError(f"{uri}: the journal holds no study config; resume with --config")
+    if "task" in data:  # journals written before tasks had their own options hold them all
+        data = {**data, "task": upgrade_flat_task_config(data["task"])}
     cfg = validate_study_config(data, uri)
     return with_overrides(cfg, journal=uri)

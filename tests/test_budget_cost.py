@@ -82,9 +82,9 @@ def test_exact_prompt_costs_set_the_worst_case_and_the_prediction():
     from ecotune.optimizers import make_optimizer
     from ecotune.prompt_tokens import PromptTokens
     from ecotune.subsets import nested_order
-    from ecotune.tasks import TaskConfig, make_task
+    from ecotune.tasks import make_task
 
-    task = make_task(TaskConfig(name="arithmetic", n=40))
+    task = make_task({"name": "arithmetic", "n": 40})
     order = nested_order(task.instances(), 0)[:20]
     eng = FakeEngine()
     counted: list[int] = []

@@ -111,9 +111,9 @@ def test_unreachable_engine_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_score_delegates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ecotune.tasks import TaskConfig, make_task
+    from ecotune.tasks import make_task
 
-    task = make_task(TaskConfig(name="arithmetic", n=5))
+    task = make_task({"name": "arithmetic", "n": 5})
     samples = tmp_path / "s.jsonl"
     samples.write_text("".join(json.dumps({"id": i.id, "completion": f" {i.reference}"}) + "\n"
                                for i in task.instances()))

@@ -17,13 +17,13 @@ from ecotune.journal import open_journal
 from ecotune.pruning import clopper_pearson, incumbent_floor, should_prune
 from ecotune.storage import LocalStore
 from ecotune.subsets import nested_order
-from ecotune.tasks import TaskConfig, make_task
+from ecotune.tasks import make_task
 from ecotune.trial import Trial, TrialStatus
 from ecotune.trial_runner import EngineEvaluator
 
 
 def _task():
-    return make_task(TaskConfig(name="arithmetic", n=60))
+    return make_task({"name": "arithmetic", "n": 60})
 
 
 def _right(task):

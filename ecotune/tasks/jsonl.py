@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from ecotune.tasks import data
-from ecotune.tasks.base import Instance, Shots, Task, TaskDataError
+from ecotune.tasks.base import Instance, Shots, Task, TaskDataError, TaskOptions
 
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -41,8 +43,34 @@ SCORERS: dict[str, Callable[[str, str], bool]] = {
 }
 
 
+class JsonlOptions(TaskOptions):
+    """Options of ``jsonl``: the file, how a row becomes a prompt, how it is scored."""
+
+    name: Literal["jsonl"] = "jsonl"
+    data_path: str = Field(description="JSON-lines file (local, s3://) or hf:// dataset")
+    prompt_template: str = Field(description="str.format template over a row's fields")
+    reference_field: str = Field(description="the field holding the gold answer")
+    scorer: str = Field("exact", description="exact, contains, regex or numeric")
+    few_shot_path: str | None = Field(None, description="rows of few-shot examples")
+    few_shot: int = Field(0, ge=0, description="default few-shot count")
+    id_field: str | None = Field(None, description="field of instance ids (default: row number)")
+    stratum_field: str | None = Field(None, description="field of the subsets' strata")
+    split: str = Field("test", description="split of an hf:// dataset")
+    max_tokens: int = Field(32, ge=1, description="default max_tokens")
+    stop: list[str] | None = Field(None, description="stop sequences (default a newline)")
+    task_name: str | None = Field(None, description="name used for ids and storage")
+
+    @field_validator("scorer")
+    @classmethod
+    def _known_scorer(cls, v: str) -> str:
+        if v not in SCORERS:
+            raise ValueError(f"unknown scorer {v!r}; choose one of {', '.join(SCORERS)}")
+        return v
+
+
 class JsonlTask(Task):
     name = "jsonl"
+    Options = JsonlOptions
 
     def __init__(self, path: str, *, prompt_template: str, reference_field: str,
                  scorer: str = "exact", few_shot_path: str | None = None, id_field: str | None = None,
@@ -61,6 +89,15 @@ class JsonlTask(Task):
         self.stop_sequences = list(stop) if stop is not None else ["\n"]
         self._fields = tuple(re.findall(r"{(\w+)[^}]*}", prompt_template))
         self._pool = Shots()
+
+    @classmethod
+    def from_options(cls, options: JsonlOptions) -> JsonlTask:
+        o = options
+        return cls(o.data_path, prompt_template=o.prompt_template,
+                   reference_field=o.reference_field, scorer=o.scorer,
+                   few_shot_path=o.few_shot_path, id_field=o.id_field,
+                   stratum_field=o.stratum_field, split=o.split, default_few_shot=o.few_shot,
+                   max_tokens=o.max_tokens, stop=o.stop, name=o.task_name, limit=o.limit)
 
     def _render_row(self, row: dict[str, Any], where: str) -> str:
         try:

@@ -19,11 +19,14 @@ ARC, OpenBookQA and MedQA have only a test split here, so their first
 
 from __future__ import annotations
 
+import hashlib
 import re
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
 
 from ecotune.tasks import data
-from ecotune.tasks.base import Instance, Shots, Task, TaskDataError
+from ecotune.tasks.base import Instance, Shots, Task, TaskDataError, TaskOptions
 
 LETTERS = "ABCDEFGHIJ"
 FEWSHOT_POOL = 5
@@ -70,15 +73,50 @@ class MultipleChoiceTask(Task):
         return f"{format_question(question, choices)} {answer}"
 
 
+class PooledOptions(TaskOptions):
+    """Options of the test-only sets (``openbookqa``, ``medqa``, ``arc_*``)."""
+
+    data_path: str | None = Field(None, description="JSON-lines file (local, s3://) or "
+                                  "hf:// dataset; default the task's file in the data dir")
+
+
+class OpenBookQAOptions(PooledOptions):
+    name: Literal["openbookqa"] = "openbookqa"
+
+
+class ARCOptions(PooledOptions):
+    name: Literal["arc_easy", "arc_challenge"]
+
+
+class MedQAOptions(PooledOptions):
+    name: Literal["medqa"] = "medqa"
+
+
+class MMLUOptions(TaskOptions):
+    """Options of ``mmlu``."""
+
+    name: Literal["mmlu"] = "mmlu"
+    data_path: str | None = Field(None, description="MMLU folder (data/dev, data/<split>; "
+                                  "local or s3://); default <data dir>/mmlu")
+    subjects: list[str] | None = Field(None, description="subjects to keep (default all 57)")
+    split: str = Field("test", description="the split evaluated: test or val")
+
+
 class _PooledTask(MultipleChoiceTask):
     """A test-only data set: the first rows are the few-shot pool, the rest instances."""
 
     required: tuple[str, ...] = ()
+    #: the data file, under the data folder, when a config gives no ``data_path``
+    default_file: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, path: str, *, variant: str | None = None, limit: int | None = None):
         super().__init__(variant=variant, limit=limit)
         self.path = path
         self._pool = Shots()
+
+    @classmethod
+    def from_options(cls, options: PooledOptions) -> _PooledTask:
+        return cls(data.task_path(options.data_path, *cls.default_file), limit=options.limit)
 
     def _convert(self, row: dict[str, Any], where: str) -> tuple[str, list[str], str]:
         raise NotImplementedError
@@ -112,8 +150,10 @@ def _gold_index(row: dict[str, Any], where: str) -> tuple[str, list[str], str]:
 
 class OpenBookQA(_PooledTask):
     name = "openbookqa"
+    Options = OpenBookQAOptions
     topic = "elementary science"
     required = ("query", "choices", "gold")
+    default_file = ("openbookqa", "openbook_qa.jsonl")
     _convert = staticmethod(_gold_index)  # type: ignore[assignment]
 
 
@@ -121,17 +161,27 @@ class ARC(_PooledTask):
     """ARC-Easy (``variant="easy"``) or ARC-Challenge (``variant="challenge"``)."""
 
     name = "arc"
+    Options = ARCOptions
     topic = "science"
     required = ("query", "choices", "gold")
     _convert = staticmethod(_gold_index)  # type: ignore[assignment]
+
+    @classmethod
+    def from_options(cls, options: ARCOptions) -> ARC:
+        """``arc_easy`` / ``arc_challenge``: the level is the variant and names the file."""
+        level = options.name.removeprefix("arc_")
+        return cls(data.task_path(options.data_path, "arc", f"arc_{level}.jsonl"),
+                   variant=level, limit=options.limit)
 
 
 class MedQA(_PooledTask):
     """MedQA USMLE 4-option; gold letter from ``answer_idx``."""
 
     name = "medqa"
+    Options = MedQAOptions
     topic = "medicine"
     required = ("question", "options", "answer_idx")
+    default_file = ("medqa", "phrases_no_exclude_test.jsonl")
 
     def _convert(self, row: dict[str, Any], where: str) -> tuple[str, list[str], str]:
         opts = row["options"]
@@ -146,6 +196,7 @@ class MMLU(MultipleChoiceTask):
     """MMLU: 57 subjects, 5-shot from each subject's dev split; stratum = subject."""
 
     name = "mmlu"
+    Options = MMLUOptions
 
     def __init__(
         self,
@@ -161,6 +212,16 @@ class MMLU(MultipleChoiceTask):
         self.split = split
         self.requested = subjects
         self._shot_pools: dict[str, Shots] = {}
+
+    @classmethod
+    def from_options(cls, options: MMLUOptions) -> MMLU:
+        """A subject subset or another split is its own variant (its own subsets' key)."""
+        variant = None
+        if options.subjects or options.split != "test":
+            tag = ",".join(sorted(options.subjects or [])) + f"|{options.split}"
+            variant = hashlib.sha256(tag.encode()).hexdigest()[:8]
+        return cls(data.task_path(options.data_path, "mmlu"), subjects=options.subjects,
+                   split=options.split, variant=variant, limit=options.limit)
 
     def all_subjects(self) -> list[str]:
         folder = data.join(self.root, "data", "dev")

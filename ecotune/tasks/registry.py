@@ -1,145 +1,133 @@
-"""Build a task from a declarative :class:`TaskConfig` (YAML/JSON friendly)."""
+"""The task registry: every task's name and class, and building a task from its config.
+
+A task config (the ``task:`` section of a study config) is a bare name or a mapping with
+``name`` and that task's own options, e.g. ``{name: mmlu, subjects: [anatomy]}``. Each task
+class declares its options model (``Task.Options``, a
+:class:`~ecotune.tasks.base.TaskOptions`); :data:`TaskConfig` is the union of them,
+discriminated on ``name``, so a config is checked against exactly the options its task
+takes and an unknown name, an unknown option or a bad value is a :class:`TaskConfigError`
+that says which.
+
+Example:
+    >>> make_task({"name": "arithmetic", "n": 50}).instances()[0].id
+    'arith-0-0'
+    >>> make_task({"name": "arithmetic", "subjects": ["anatomy"]})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ecotune.tasks.registry.TaskConfigError: unknown option 'subjects' for task ...
+"""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, TypeAdapter, ValidationError
 
-from ecotune.tasks import data
-from ecotune.tasks.base import Task
+from ecotune.tasks.arithmetic import Arithmetic, ArithmeticOptions
+from ecotune.tasks.base import Task, TaskOptions
+from ecotune.tasks.gsm8k import GSM8K, GSM8KOptions
+from ecotune.tasks.humaneval import HumanEval, HumanEvalOptions
+from ecotune.tasks.jsonl import JsonlOptions, JsonlTask
+from ecotune.tasks.multiple_choice import (
+    ARC,
+    MMLU,
+    ARCOptions,
+    MedQA,
+    MedQAOptions,
+    MMLUOptions,
+    OpenBookQA,
+    OpenBookQAOptions,
+)
 
+#: registry name -> task class (its ``Options`` take that name)
+TASKS: dict[str, type[Task]] = {
+    "mmlu": MMLU,
+    "arc_easy": ARC,
+    "arc_challenge": ARC,
+    "openbookqa": OpenBookQA,
+    "medqa": MedQA,
+    "gsm8k": GSM8K,
+    "humaneval": HumanEval,
+    "jsonl": JsonlTask,
+    "arithmetic": Arithmetic,
+}
 
-class TaskConfig(BaseModel):
-    """What to evaluate on.
+#: a validated task config: the options model of the task ``name`` names
+TaskConfig = Annotated[
+    MMLUOptions | ARCOptions | OpenBookQAOptions | MedQAOptions | GSM8KOptions
+    | HumanEvalOptions | JsonlOptions | ArithmeticOptions,
+    Field(discriminator="name"),
+]
+_ADAPTER: TypeAdapter[TaskOptions] = TypeAdapter(TaskConfig)
 
-    Attributes:
-        name: Registry name (``mmlu``, ``arc_easy``, ``arc_challenge``, ``openbookqa``,
-            ``medqa``, ``gsm8k``, ``humaneval``, ``jsonl``, ``arithmetic``).
-        data_path: Local path, ``s3://`` URI or ``hf://`` dataset; default: the task's
-            folder under ``$ECOTUNE_DATA_DIR`` (or ``../shared/data``).
-        subjects: MMLU subjects to keep (default all 57).
-        split: Split to evaluate (MMLU ``test``/``val``, GSM8K ``test``/``train``).
-        limit: Keep only the first ``limit`` instances.
-        seed: Seed of generated tasks (``arithmetic``).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    data_path: str | None = None
-    subjects: list[str] | None = None
-    split: str = "test"
-    limit: int | None = Field(None, ge=1)
-    seed: int = 0
-    n: int = Field(200, ge=1, description="arithmetic: number of questions")
-    # jsonl task
-    prompt_template: str | None = None
-    reference_field: str | None = None
-    scorer: str = "exact"
-    few_shot_path: str | None = None
-    few_shot: int = Field(0, ge=0, description="jsonl: default few-shot count")
-    id_field: str | None = None
-    stratum_field: str | None = None
-    max_tokens: int = Field(32, ge=1)
-    stop: list[str] | None = None
-    task_name: str | None = Field(None, description="jsonl: name used for ids and storage")
-    timeout_s: float = Field(3.0, gt=0, description="humaneval: per-problem time limit")
-
-
-def _dir(spec: TaskConfig, folder: str) -> str:
-    return spec.data_path or data.join(data.default_data_dir(), folder)
-
-
-def _mmlu(spec: TaskConfig) -> Task:
-    from ecotune.tasks.multiple_choice import MMLU
-
-    variant = None
-    if spec.subjects or spec.split != "test":
-        tag = ",".join(sorted(spec.subjects or [])) + f"|{spec.split}"
-        variant = hashlib.sha256(tag.encode()).hexdigest()[:8]
-    return MMLU(_dir(spec, "mmlu"), subjects=spec.subjects, split=spec.split,
-                variant=variant, limit=spec.limit)
-
-
-def _arc(level: str) -> Callable[[TaskConfig], Task]:
-    def build(spec: TaskConfig) -> Task:
-        from ecotune.tasks.multiple_choice import ARC
-
-        path = spec.data_path or data.join(data.default_data_dir(), "arc", f"arc_{level}.jsonl")
-        return ARC(path, variant=level, limit=spec.limit)
-
-    return build
-
-
-def _openbookqa(spec: TaskConfig) -> Task:
-    from ecotune.tasks.multiple_choice import OpenBookQA
-
-    path = spec.data_path or data.join(data.default_data_dir(), "openbookqa", "openbook_qa.jsonl")
-    return OpenBookQA(path, limit=spec.limit)
-
-
-def _medqa(spec: TaskConfig) -> Task:
-    from ecotune.tasks.multiple_choice import MedQA
-
-    path = spec.data_path or data.join(
-        data.default_data_dir(), "medqa", "phrases_no_exclude_test.jsonl")
-    return MedQA(path, limit=spec.limit)
-
-
-def _gsm8k(spec: TaskConfig) -> Task:
-    from ecotune.tasks.gsm8k import GSM8K
-
-    return GSM8K(_dir(spec, "gsm8k"), split=spec.split, limit=spec.limit)
-
-
-def _humaneval(spec: TaskConfig) -> Task:
-    from ecotune.tasks.humaneval import HumanEval
-
-    return HumanEval(spec.data_path, timeout_s=spec.timeout_s, limit=spec.limit)
-
-
-def _arithmetic(spec: TaskConfig) -> Task:
-    from ecotune.tasks.arithmetic import Arithmetic
-
-    return Arithmetic(n=spec.n, seed=spec.seed, variant=None if spec.seed == 0 else f"s{spec.seed}",
-                      limit=spec.limit)
-
-
-def _jsonl(spec: TaskConfig) -> Task:
-    from ecotune.tasks.jsonl import JsonlTask
-
-    if not (spec.data_path and spec.prompt_template and spec.reference_field):
-        raise ValueError("the jsonl task needs data_path, prompt_template and reference_field")
-    return JsonlTask(
-        spec.data_path, prompt_template=spec.prompt_template, reference_field=spec.reference_field,
-        scorer=spec.scorer, few_shot_path=spec.few_shot_path, id_field=spec.id_field,
-        stratum_field=spec.stratum_field, split=spec.split, default_few_shot=spec.few_shot,
-        max_tokens=spec.max_tokens, stop=spec.stop, name=spec.task_name, limit=spec.limit,
-    )
-
-
-TASKS: dict[str, Callable[[TaskConfig], Task]] = {
-    "mmlu": _mmlu,
-    "arc_easy": _arc("easy"),
-    "arc_challenge": _arc("challenge"),
-    "openbookqa": _openbookqa,
-    "medqa": _medqa,
-    "gsm8k": _gsm8k,
-    "humaneval": _humaneval,
-    "jsonl": _jsonl,
-    "arithmetic": _arithmetic,
+#: the options every task config carried before tasks had their own, at their defaults
+#: (the study config a journal of that time recorded holds all of them)
+_FLAT_DEFAULTS: dict[str, Any] = {
+    "data_path": None, "subjects": None, "split": "test", "limit": None, "seed": 0, "n": 200,
+    "prompt_template": None, "reference_field": None, "scorer": "exact",
+    "few_shot_path": None, "few_shot": 0, "id_field": None, "stratum_field": None,
+    "max_tokens": 32, "stop": None, "task_name": None, "timeout_s": 3.0,
 }
 
 
-def make_task(spec: TaskConfig | dict | str) -> Task:
-    """Build the task a config names (a bare name or dict is accepted too)."""
+class TaskConfigError(ValueError):
+    """A task config names no known task, or gives options its task does not take."""
+
+
+def task_config(spec: TaskOptions | Mapping[str, Any] | str) -> TaskOptions:
+    """Validate a task config (a bare name, a mapping, or options already validated).
+
+    Raises:
+        TaskConfigError: unknown task, unknown option, missing or bad value; the message
+            names the task and the option.
+    """
+    if isinstance(spec, TaskOptions):
+        return spec
     if isinstance(spec, str):
-        spec = TaskConfig(name=spec)
-    elif isinstance(spec, dict):
-        spec = TaskConfig(**spec)
-    build = TASKS.get(spec.name)
-    if build is None:
-        raise ValueError(f"unknown task {spec.name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return build(spec)
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping):
+        raise TaskConfigError("a task is a name or a mapping with 'name' and its options, "
+                              f"got {type(spec).__name__}")
+    name = spec.get("name")
+    if not isinstance(name, str) or name not in TASKS:
+        what = f"unknown task {name!r}" if name is not None else "no task 'name'"
+        raise TaskConfigError(f"{what}; known tasks: {', '.join(sorted(TASKS))}")
+    try:
+        return _ADAPTER.validate_python(dict(spec))
+    except ValidationError as e:
+        raise TaskConfigError(_explain(e, name)) from None
+
+
+def _explain(e: ValidationError, name: str) -> str:
+    """One line per problem, each naming the option (the union's tag left out)."""
+    options = sorted(k for k in TASKS[name].Options.model_fields if k != "name")
+    parts = []
+    for err in e.errors():
+        option = ".".join(str(x) for x in err["loc"][1:])  # loc[0] is the tag: the name
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown option {option!r} for task {name!r}; "
+                         f"its options: {', '.join(options)}")
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"option {option!r} of task {name!r}: {msg}")
+    return "; ".join(parts)
+
+
+def make_task(spec: TaskOptions | Mapping[str, Any] | str) -> Task:
+    """Build the task a config names (see :func:`task_config` for what it accepts)."""
+    options = task_config(spec)
+    return TASKS[options.name].from_options(options)
+
+
+def upgrade_flat_task_config(spec: Any) -> Any:
+    """A task config as journals recorded it before per-task options, made valid again.
+
+    Such a config holds every task's options; the ones its task does not take are dropped
+    when they hold their old default (they never had an effect). Anything else is left for
+    :func:`task_config` to judge.
+    """
+    if not isinstance(spec, Mapping) or spec.get("name") not in TASKS:
+        return spec
+    takes = TASKS[spec["name"]].Options.model_fields
+    return {k: v for k, v in spec.items()
+            if k in takes or k not in _FLAT_DEFAULTS or v != _FLAT_DEFAULTS[k]}

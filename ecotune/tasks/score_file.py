@@ -16,11 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ecotune.tasks import data
-from ecotune.tasks.base import Task, TaskDataError
-from ecotune.tasks.registry import TaskConfig, make_task
+from ecotune.tasks.base import Task, TaskDataError, TaskOptions
+from ecotune.tasks.registry import make_task
 
 
-def score_samples(task: Task | str | TaskConfig, samples_path: str, *, workers: int = 2) -> dict[str, Any]:
+def score_samples(task: Task | TaskOptions | dict[str, Any] | str, samples_path: str, *,
+                  workers: int = 2) -> dict[str, Any]:
     """Score every sample in ``samples_path`` against ``task``.
 
     Returns:
@@ -63,7 +64,10 @@ def main_score(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = ap.parse_args(argv)
     try:
-        task = make_task(TaskConfig(name=args.task, data_path=args.data_path))
+        spec = {"name": args.task}
+        if args.data_path:
+            spec["data_path"] = args.data_path
+        task = make_task(spec)
         res = score_samples(task, args.samples, workers=args.workers)
     except (TaskDataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

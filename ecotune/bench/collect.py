@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,80 +35,21 @@ from ecotune.space import SearchSpace, default_llm_space, helm_default
 from ecotune.subsets import nested_order
 from ecotune.tasks.base import Task
 
-#: Where the constructed GSM8K-calculator data set is written (small, shipped).
-CALC_DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
-
-_CALC = re.compile(r"<<([^>=]+)=([^>]+)>>")
-_SIMPLE = re.compile(r"^(\d{1,3})([+\-*/])(\d{1,3})$")
-
-
-def build_gsm8k_calc(gsm8k_dir: str | Path, out_dir: str | Path = CALC_DATA) -> tuple[Path, Path]:
-    """Build the ``gsm8k_calc`` task's data from GSM8K's calculator annotations.
-
-    Every GSM8K solution carries annotations like ``<<48/2=24>>``. The single-operation
-    ones on integers of at most three digits with an integer result become short questions
-    ("What is 48 / 2?" -> "24"): the test split gives the instances (deduplicated), the train
-    split the few-shot pool. Returns ``(test_path, shots_path)``.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for split, limit in (("test", 400), ("train", 8)):
-        seen: set[str] = set()
-        rows = []
-        for line in (Path(gsm8k_dir) / f"{split}.jsonl").read_text().splitlines():
-            for expr, res in _CALC.findall(json.loads(line)["answer"]):
-                m = _SIMPLE.match(expr.replace(" ", ""))
-                if not m:
-                    continue
-                a, op, b = m.groups()
-                try:
-                    val = float(res)
-                except ValueError:
-                    continue
-                if val != int(val) or val < 0:
-                    continue
-                key = f"{a}{op}{b}"
-                if key in seen:
-                    continue
-                seen.add(key)
-                sym = {"*": "times", "/": "divided by", "+": "plus", "-": "minus"}[op]
-                rows.append({"id": f"calc-{split}-{len(rows)}", "question": f"{a} {sym} {b}",
-                             "answer": str(int(val)), "op": op})
-                if len(rows) >= limit:
-                    break
-            if len(rows) >= limit:
-                break
-        p = out / f"gsm8k_calc_{split}.jsonl"
-        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        paths.append(p)
-    return paths[0], paths[1]
-
 
 def bench_task(name: str, data_dir: str | Path | None = None) -> tuple[Task, SearchSpace, dict[str, Any], dict[str, Any]]:
     """The task, search space, HELM default and task spec a benchmark table uses.
 
     ``arithmetic``: the generated addition task (200 questions), ``max_tokens`` in [1, 32]
-    and 0-5 shots. ``gsm8k_calc``: questions from GSM8K's calculator annotations (see
-    :func:`build_gsm8k_calc`), same space. Other names: the task with its own defaults
-    and ``max_tokens`` in [1, 64].
+    and 0-5 shots. ``gsm8k_calc``: questions from GSM8K's calculator annotations (the
+    registered task, :mod:`ecotune.tasks.gsm8k_calc`; ``data_dir``: the GSM8K folder its
+    data is built from when missing), same space. Other names: the task with its own
+    defaults and ``max_tokens`` in [1, 64].
     """
     from ecotune.tasks import make_task
-    from ecotune.tasks.data import default_data_dir
 
     if name == "gsm8k_calc":
-        test, shots = CALC_DATA / "gsm8k_calc_test.jsonl", CALC_DATA / "gsm8k_calc_train.jsonl"
-        if not test.exists():
-            src = Path(data_dir) if data_dir else Path(default_data_dir()) / "gsm8k"
-            test, shots = build_gsm8k_calc(src)
-        spec = {"name": "jsonl", "data_path": str(test), "few_shot_path": str(shots),
-                "prompt_template": "Question: What is {question}?\nAnswer:",
-                "reference_field": "answer", "scorer": "numeric", "id_field": "id",
-                "stratum_field": "op", "few_shot": 3, "max_tokens": 8, "stop": ["\n"],
-                "task_name": "gsm8k_calc"}
-        task = make_task(spec)
-        spec = {**spec, "data_path": "benchmarks/data/gsm8k_calc_test.jsonl",
-                "few_shot_path": "benchmarks/data/gsm8k_calc_train.jsonl"}
+        spec = {"name": "gsm8k_calc"}
+        task = make_task({**spec, "source_path": str(data_dir)} if data_dir else spec)
         space = default_llm_space(max_tokens=(1, 32), few_shot=5)
     elif name == "arithmetic":
         spec = {"name": "arithmetic"}

@@ -26,6 +26,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from ecotune.tasks.arithmetic import Arithmetic, ArithmeticOptions
 from ecotune.tasks.base import Task, TaskOptions
 from ecotune.tasks.gsm8k import GSM8K, GSM8KOptions
+from ecotune.tasks.gsm8k_calc import GSM8KCalc, GSM8KCalcOptions
 from ecotune.tasks.humaneval import HumanEval, HumanEvalOptions
 from ecotune.tasks.jsonl import JsonlOptions, JsonlTask
 from ecotune.tasks.multiple_choice import (
@@ -47,6 +48,7 @@ TASKS: dict[str, type[Task]] = {
     "openbookqa": OpenBookQA,
     "medqa": MedQA,
     "gsm8k": GSM8K,
+    "gsm8k_calc": GSM8KCalc,
     "humaneval": HumanEval,
     "jsonl": JsonlTask,
     "arithmetic": Arithmetic,
@@ -55,7 +57,7 @@ TASKS: dict[str, type[Task]] = {
 #: a validated task config: the options model of the task ``name`` names
 TaskConfig = Annotated[
     MMLUOptions | ARCOptions | OpenBookQAOptions | MedQAOptions | GSM8KOptions
-    | HumanEvalOptions | JsonlOptions | ArithmeticOptions,
+    | GSM8KCalcOptions | HumanEvalOptions | JsonlOptions | ArithmeticOptions,
     Field(discriminator="name"),
 ]
 _ADAPTER: TypeAdapter[TaskOptions] = TypeAdapter(TaskConfig)

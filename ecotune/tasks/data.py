@@ -106,13 +106,18 @@ def read_jsonl(uri: str, required: tuple[str, ...] = ()) -> list[dict[str, Any]]
             raise TaskDataError(f"{uri}, row {n}: not valid JSON ({e.msg})") from e
         if not isinstance(row, dict):
             raise TaskDataError(f"{uri}, row {n}: expected a JSON object")
-        missing = [f for f in required if f not in row]
-        if missing:
-            raise TaskDataError(f"{uri}, row {n}: missing field(s) {', '.join(missing)}")
-        rows.append(row)
+        rows.append(_require(row, required, f"{uri}, row {n}"))
     if not rows:
         raise TaskDataError(f"{uri}: no rows")
     return rows
+
+
+def _require(row: dict[str, Any], required: tuple[str, ...], where: str) -> dict[str, Any]:
+    """``row``, once it holds every ``required`` field (else the error names ``where``)."""
+    missing = [f for f in required if f not in row]
+    if missing:
+        raise TaskDataError(f"{where}: missing field(s) {', '.join(missing)}")
+    return row
 
 
 def read_csv(uri: str, n_cols: int) -> list[list[str]]:
@@ -141,11 +146,8 @@ def read_hf(uri: str, split: str, required: tuple[str, ...] = ()) -> list[dict[s
     except ImportError as e:
         raise TaskDataError(f"{uri}: reading hub datasets needs `pip install datasets`") from e
     ds = datasets.load_dataset(name, config, split=split)
-    rows = [dict(r) for r in ds]
-    for n, row in enumerate(rows, start=1):
-        missing = [f for f in required if f not in row]
-        if missing:
-            raise TaskDataError(f"{uri} [{split}], row {n}: missing field(s) {', '.join(missing)}")
+    rows = [_require(dict(r), required, f"{uri} [{split}], row {n}")
+            for n, r in enumerate(ds, start=1)]
     if not rows:
         raise TaskDataError(f"{uri} [{split}]: no rows")
     return rows

@@ -1,84 +1,78 @@
-"""Study-config plumbing shared by the components: config dict -> library objects.
+"""Study-config plumbing shared by the components: the chart's study config -> library objects.
 
 Every component receives the chart's study config (``/etc/ecotune/study.yaml`` as a dict;
-secrets only as references) and the study journal's URI, and rebuilds what it needs from
-them. Nothing here holds state: the journal is the only state a pipeline run has.
+secrets only as references; validated by :class:`~components.chart_config.ChartConfig`) and
+the study journal's URI, and rebuilds what it needs from them through the library's one
+construction path (:func:`ecotune.construct.build_optimizer`), so a pipeline asks the trials
+``ecotune tune`` asks for the same config and seed. Nothing here holds state: the journal is
+the only state a pipeline run has.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
+from components.chart_config import ChartConfig
 from ecotune.optimizers.base import Optimizer
 
-#: ``study`` keys that are optimizer options (config name -> make_optimizer keyword).
-_OPTIONS = {"tau": "tau", "eta0": "eta0", "lambda": "lam", "max_trials": "max_trials",
-            "fixed": "fixed", "patience": "patience", "prompt_tokens_hint": "prompt_tokens_hint",
-            "candidates": "candidates", "acquisition": "acquisition",
-            "early_stopping": "early_stopping", "max_failed_trials": "max_failed_trials"}
+log = logging.getLogger(__name__)
 
 
-def study_section(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The ``study:`` block of a study config (a bare block is accepted too)."""
-    return dict(cfg.get("study", cfg))
+def chart(cfg: ChartConfig | dict[str, Any]) -> ChartConfig:
+    """The validated study config (:class:`ChartConfigError` naming the wrong field)."""
+    return ChartConfig.of(cfg)
 
 
-def task_spec(cfg: dict[str, Any]) -> dict[str, Any] | str:
-    return study_section(cfg)["task"]
-
-
-def make_study_optimizer(cfg: dict[str, Any], journal_uri: str) -> Optimizer:
+def make_study_optimizer(cfg: ChartConfig | dict[str, Any], journal_uri: str,
+                         engine: Any = None) -> Optimizer:
     """Open (or resume) the study's optimizer on ``journal_uri``.
 
     The first call writes the journal header; every later one replays the journal, so
-    asked-but-untold trials are handed out again first by ``ask()``.
+    asked-but-untold trials are handed out again first by ``ask()``. ``engine`` counts
+    prompt tokens (steps that write the header or ask trials pass :func:`counting_engine`'s);
+    the steps that only replay need none: the cost prior comes from the journal header.
     """
-    from ecotune.optimizers import make_optimizer
-    from ecotune.space import SearchSpace
-    from ecotune.study import default_space
+    from ecotune.construct import build_optimizer
     from ecotune.tasks import make_task
 
-    s = study_section(cfg)
-    options = {kw: s[k] for k, kw in _OPTIONS.items() if s.get(k) is not None}
-    if s.get("search_space"):
-        # parameters in name order: a pipeline hands the config over as a protobuf Struct
-        # (keys sorted), and sampling follows the space's order, so the same study config
-        # gives the same trials in a pipeline run and in-process
-        space = SearchSpace.from_dict(dict(sorted(s["search_space"].items())))
-    else:  # as `ecotune tune` does: the default space sized for the task
-        space = default_space(make_task(task_spec(cfg)))
-    if "max_tokens" not in space.params and "max_tokens" not in options.get("fixed", {}):
-        task = make_task(task_spec(cfg))
-        options["fixed"] = {**options.get("fixed", {}), "max_tokens": task.default_max_tokens}
-    if s.get("optimizer", "ecotune") != "ecotune":
-        for k in ("tau", "acquisition", "early_stopping"):
-            options.pop(k, None)
-    spec = {k: s.get(k) for k in ("name", "model", "task", "optimizer", "budget_tokens",
-                                  "r_min", "r_max", "seed")}
-    return make_optimizer(
-        s.get("optimizer", "ecotune"), space=space, budget_tokens=int(s["budget_tokens"]),
-        r_min=int(s["r_min"]), r_max=int(s["r_max"]), seed=int(s.get("seed", 0)),
-        journal=journal_uri, study_name=s.get("name"),
-        header_extra={"spec": spec, "tags": {"ecotune.study": str(s.get("name")),
-                                             "ecotune.model": str(s.get("model"))}},
-        **options)
+    c = chart(cfg)
+    study = c.study_config(journal_uri)
+    return build_optimizer(study, make_task(study.task), engine=engine, model=c.model_name,
+                           prompt_tokens_hint=c.study.prompt_tokens_hint)
 
 
-def engine_spec(cfg: dict[str, Any], engine_url: str) -> dict[str, Any]:
-    """EngineConfig dict for ``engine_url`` (``fake://`` gives a FakeEngine).
+@contextlib.contextmanager
+def counting_engine(cfg: ChartConfig | dict[str, Any], engine_url: str = ""
+                    ) -> Iterator[Any]:
+    """The engine this step may ask for exact prompt token counts, or None.
 
-    The API key, when the study has one, arrives as ``ECOTUNE_API_KEY`` from a Secret.
+    The step's own ``engine_url`` when it has one; else the service the study config names
+    (``engine.base_url``, the pipeline's ``engine_url``) when it needs no API key: the key
+    Secret is mounted in evaluator pods only. With vLLM started inside the GPU evaluator
+    pods there is none, and the study's trials are priced with the cost model's default
+    prior (the same in every step: the header records it).
     """
-    eng = cfg.get("engine") or {}
-    model = eng.get("served_model_name") or study_section(cfg).get("model")
-    spec: dict[str, Any] = {"base_url": engine_url, "model": model}
-    for k in ("max_concurrency", "timeout_s", "max_retries", "send_seed", "use_chat",
-              "tokenizer"):
-        if eng.get(k) is not None:
-            spec[k] = eng[k]
-    return spec
+    from ecotune.engines import make_engine
+
+    c = chart(cfg)
+    url = engine_url or (c.engine.base_url if c.engine.api_key_secret is None else "")
+    if not url:
+        if c.engine.base_url:
+            log.warning("study %s: prompt tokens not counted: the engine needs an API key "
+                        "this step does not have", c.study.name)
+        yield None
+        return
+    with make_engine(c.engine_spec(url)) as engine:
+        yield engine
+
+
+def engine_spec(cfg: ChartConfig | dict[str, Any], engine_url: str) -> dict[str, Any]:
+    """EngineConfig dict for ``engine_url`` (``fake://`` gives a FakeEngine); see
+    :meth:`ChartConfig.engine_spec`."""
+    return chart(cfg).engine_spec(engine_url)
 
 
 def subsets_store(manifest_uri: str) -> str:
@@ -98,7 +92,7 @@ def rounds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def serve_vllm(cfg: dict[str, Any], port: int = 8000, timeout_s: float = 1800.0
+def serve_vllm(cfg: ChartConfig | dict[str, Any], port: int = 8000, timeout_s: float = 1800.0
                ) -> Iterator[str]:
     """Start ``vllm serve`` in this pod (GPU evaluator image) and yield its base URL.
 
@@ -108,20 +102,20 @@ def serve_vllm(cfg: dict[str, Any], port: int = 8000, timeout_s: float = 1800.0
     """
     from ecotune.process import ManagedProcess
 
-    eng = cfg.get("engine") or {}
-    gpu = eng.get("gpu_evaluator") or {}
-    model = study_section(cfg)["model"]
-    name = eng.get("served_model_name") or model
-    cmd = ["vllm", "serve", model, "--served-model-name", name, "--host", "127.0.0.1",
-           "--port", str(port), "--tensor-parallel-size", str(gpu.get("gpu_count", 1)),
-           *[str(a) for a in gpu.get("vllm_args") or []]]
+    c = chart(cfg)
+    gpu = c.engine.gpu_evaluator
+    cmd = ["vllm", "serve", c.study.model, "--served-model-name", c.model_name,
+           "--host", "127.0.0.1", "--port", str(port),
+           "--tensor-parallel-size", str(gpu.gpu_count if gpu else 1),
+           *[str(a) for a in (gpu.vllm_args if gpu else [])]]
     url = f"http://127.0.0.1:{port}"
     with ManagedProcess(cmd, log_path=None, ready=f"{url}/health", name="vllm",
                         startup_timeout_s=timeout_s, poll_s=2.0, stop_grace_s=30.0):
         yield url
 
 
-def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[str, Any] | None:
+def promote_best(opt: Optimizer, cfg: ChartConfig | dict[str, Any], engine_url: str
+                 ) -> dict[str, Any] | None:
     """Promote the best r_max config in the MLflow registry, every run.
 
     With an engine to ask (``engine_url``), the winner and the current holder of the
@@ -143,7 +137,10 @@ def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[s
     from ecotune.tracking import promote
     from ecotune.tracking.promotion import held_out_promotion
 
-    track, s = cfg.get("tracking") or {}, study_section(cfg)
+    c = chart(cfg)
+    track, s = c.tracking, c.study
+    if not track.registered_model:
+        raise ValueError(f"study {s.name}: tracking.registered_model is not set")
     state = opt.state
     best = best_trial(((i, r) for i, r in state.results.items()
                        if r.n_evaluated >= opt.r_max and r.instance_scores), opt.r_max)
@@ -151,26 +148,26 @@ def promote_best(opt: Optimizer, cfg: dict[str, Any], engine_url: str) -> dict[s
         return None
     tid = best[0]
     config = dict(state.trials[tid].config)
-    alias = track.get("promote_alias") or "champion"
-    common = {"tracking_uri": track.get("tracking_uri"),
-              "experiment": f"{track.get('experiment') or 'ecotune'}-promotions",
-              "tags": {"ecotune.study": str(s.get("name")), "ecotune.trial": str(tid)}}
+    alias = track.promote_alias or "champion"
+    common = {"tracking_uri": track.tracking_uri,
+              "experiment": f"{track.experiment or 'ecotune'}-promotions",
+              "tags": {"ecotune.study": s.name, "ecotune.trial": str(tid)}}
     if engine_url:
-        task = make_task(task_spec(cfg))
-        order = nested_order(task.instances(), int(s.get("seed", 0)))
-        held = order[opt.r_max: opt.r_max + int(track.get("held_out") or 50)]
+        task = make_task(s.task)
+        order = nested_order(task.instances(), s.seed)
+        held = order[opt.r_max: opt.r_max + (track.held_out or 50)]
         if held:
-            spec = engine_spec(cfg, engine_url)
+            spec = c.engine_spec(engine_url)
             with make_engine(spec) as engine:
-                return held_out_promotion(track["registered_model"], config, task, engine,
+                return held_out_promotion(track.registered_model, config, task, engine,
                                           {"base_url": engine_url, "model": spec["model"]},
                                           held, alias=alias, **common)
-    serving = engine_url or (cfg.get("engine") or {}).get("serving_url")
+    serving = engine_url or c.engine.serving_url
     if not serving:
-        raise ValueError(f"study {s.get('name')}: vLLM ran inside the pipeline and "
+        raise ValueError(f"study {s.name}: vLLM ran inside the pipeline and "
                          "engine.serving_url is not set: no endpoint to register")
-    res = promote(track["registered_model"], config,
-                  {"base_url": serving, "model": engine_spec(cfg, serving)["model"]},
+    res = promote(track.registered_model, config,
+                  {"base_url": serving, "model": c.model_name},
                   challenger_scores=state.results[tid].instance_scores, champion_alias=alias,
                   **common)
     return {"model": res.model_name, "version": res.version, "aliases": list(res.aliases),

@@ -22,14 +22,7 @@ def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
     """
     import contextlib
 
-    from components._common import (
-        engine_spec,
-        make_study_optimizer,
-        serve_vllm,
-        study_section,
-        subsets_store,
-        task_spec,
-    )
+    from components._common import chart, make_study_optimizer, serve_vllm, subsets_store
     from ecotune.cache import ResponseCache
     from ecotune.engines import make_engine
     from ecotune.subsets import load_subset
@@ -40,20 +33,22 @@ def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
     # the local runner hands numbers inside dicts over as floats
     trial_id, journal_uri = int(trial["trial_id"]), str(trial["journal_uri"])
     manifest_uri = str(trial["manifest_uri"])
-    opt = make_study_optimizer(study, journal_uri)
+    cfg = chart(study)
+    opt = make_study_optimizer(cfg, journal_uri)
     if opt.state.is_told(trial_id):
         return "already-told"
-    asked, s = opt.state.trials[trial_id], study_section(study)
-    task = make_task(task_spec(study))
-    ids = load_subset(subsets_store(manifest_uri), task, int(s.get("seed", 0)), int(s["r_max"]))
-    server = serve_vllm(study) if not engine_url else contextlib.nullcontext(engine_url)
+    asked, s = opt.state.trials[trial_id], cfg.study
+    task = make_task(s.task)
+    ids = load_subset(subsets_store(manifest_uri), task, s.seed, s.r_max)
+    server = serve_vllm(cfg) if not engine_url else contextlib.nullcontext(engine_url)
     try:
         with server as url:
-            spec = engine_spec(study, url)
+            spec = cfg.engine_spec(url)
             engine = make_engine(spec)
             cache = ResponseCache.open(f"{subsets_store(manifest_uri)}/cache", spec["model"],
                                        seeded=bool(spec.get("send_seed", True)))
-            result = EngineEvaluator(task, engine, ids, opt.state.journal, cache=cache).evaluate(asked)
+            runner = EngineEvaluator(task, engine, ids, opt.state.journal, cache=cache)
+            result = runner.evaluate(asked)
     except Exception as exc:  # noqa: BLE001 - a failed trial is told, never lost
         result = getattr(exc, "partial_result", None) or TrialResult(
             score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0)

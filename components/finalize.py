@@ -21,23 +21,30 @@ def finalize_study(study: dict, journal_uri: str, engine_url: str,
     import json
     import logging
 
-    from components._common import make_study_optimizer, promote_best, rounds, run_journal_uri
+    from components._common import (
+        chart,
+        make_study_optimizer,
+        promote_best,
+        rounds,
+        run_journal_uri,
+    )
 
     log = logging.getLogger("ecotune.finalize")
     journal = run_journal_uri(journal_uri, run_key)
-    track = study.get("tracking") or {}
-    opt = make_study_optimizer(study, journal)
+    cfg = chart(study)
+    track = cfg.tracking
+    opt = make_study_optimizer(cfg, journal)
     state = opt.state
     records = state.journal.records()
     last = (rounds(records) or [{}])[-1]
     summary = {**opt.summary(), "r_max": opt.r_max, "state": status.state,
                "rounds": len(rounds(records)), "stop_reason": last.get("stop_reason")}
     state.journal.append({"type": "final", "key": "final", "summary": summary})
-    if track.get("enabled"):
+    if track.enabled:
         try:
             from ecotune.tracking import MlflowTracker
 
-            tracker = MlflowTracker(track.get("experiment") or "ecotune", track.get("tracking_uri"))
+            tracker = MlflowTracker(track.experiment or "ecotune", track.tracking_uri)
             tracker.sync_from_journal(records)
             trials = [{"trial": state.trials[i].to_dict(), "result": r.to_dict()}
                       for i, r in sorted(state.results.items())]
@@ -45,9 +52,9 @@ def finalize_study(study: dict, journal_uri: str, engine_url: str,
             summary["mlflow_run_id"] = tracker.parent_run_id
         except Exception as exc:  # noqa: BLE001
             log.warning("MLflow sync failed: %s", exc)
-        if track.get("registered_model") and status.state == "SUCCEEDED":
+        if track.registered_model and status.state == "SUCCEEDED":
             try:
-                summary["promotion"] = promote_best(opt, study, engine_url)
+                summary["promotion"] = promote_best(opt, cfg, engine_url)
             except Exception as exc:  # noqa: BLE001
                 log.warning("promotion failed: %s", exc)
             if summary.get("promotion"):

@@ -14,7 +14,8 @@ def sample_dataset(study: dict, subsets_uri: str, journal_uri: str, run_key: str
 
     Idempotent: an identical ordering already stored is reused; a different one is an
     error (see :func:`ecotune.subsets.build_subsets`). Opening the optimizer writes the
-    journal header, so every later step resumes the same study.
+    journal header, so every later step resumes the same study (with the cost prior counted
+    here when the engine can be reached: see ``components._common.counting_engine``).
 
     Returns:
         manifest_uri: ``<subsets_uri>/subsets/<task>/<seed>/manifest.json``.
@@ -22,14 +23,20 @@ def sample_dataset(study: dict, subsets_uri: str, journal_uri: str, run_key: str
     """
     from collections import namedtuple
 
-    from components._common import make_study_optimizer, run_journal_uri, study_section, task_spec
+    from components._common import (
+        chart,
+        counting_engine,
+        make_study_optimizer,
+        run_journal_uri,
+    )
     from ecotune.subsets import build_subsets
     from ecotune.tasks import make_task
 
-    s = study_section(study)
-    task = make_task(task_spec(study))
-    manifest = build_subsets(task, int(s["r_max"]), int(s.get("seed", 0)), subsets_uri)
+    cfg = chart(study)
+    s = cfg.study
+    manifest = build_subsets(make_task(s.task), s.r_max, s.seed, subsets_uri)
     journal = run_journal_uri(journal_uri, run_key)
-    make_study_optimizer(study, journal)
+    with counting_engine(cfg) as engine:  # the header records the cost prior it counts
+        make_study_optimizer(cfg, journal, engine=engine)
     uri = f"{subsets_uri.rstrip('/')}/subsets/{manifest.task}/{manifest.seed}/manifest.json"
     return namedtuple("Outputs", ["manifest_uri", "journal_uri"])(uri, journal)

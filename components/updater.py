@@ -18,17 +18,18 @@ def update_surrogate(study: dict, journal_uri: str, manifest_uri: str, q: int) -
     earlier, interrupted round come first with their original ids. When the optimizer is
     done the list is empty and a ``stop`` record with its reason goes to the journal.
     """
-    from components._common import make_study_optimizer
+    from components._common import counting_engine, make_study_optimizer
 
-    opt = make_study_optimizer(study, journal_uri)
     items: list[dict] = []
-    while len(items) < int(q):
-        trial = opt.ask()
-        if trial is None:
-            if not items and opt.state.journal is not None:
-                opt.state.journal.append({"type": "stop", "key": "stop",
-                                    "reason": opt.stop_reason or "done"})
-            break
-        items.append({"trial_id": trial.id, "journal_uri": journal_uri,
-                      "manifest_uri": manifest_uri})
+    with counting_engine(study) as engine:  # exact prompt tokens, as `ecotune tune` has
+        opt = make_study_optimizer(study, journal_uri, engine=engine)
+        while len(items) < int(q):
+            trial = opt.ask()
+            if trial is None:
+                if not items and opt.state.journal is not None:
+                    opt.state.journal.append({"type": "stop", "key": "stop",
+                                              "reason": opt.stop_reason or "done"})
+                break
+            items.append({"trial_id": trial.id, "journal_uri": journal_uri,
+                          "manifest_uri": manifest_uri})
     return items

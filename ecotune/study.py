@@ -25,10 +25,16 @@ from ecotune.config import (  # noqa: F401 - the study API, re-exported
     validate_study_config,
     with_overrides,
 )
+from ecotune.construct import (  # noqa: F401 - default_space, study_space: the study API
+    build_optimizer,
+    cost_prior_config,
+    default_space,
+    study_space,
+)
 from ecotune.engines import EngineError
 from ecotune.engines.session import engine_session
 from ecotune.journal import JournalError, open_journal
-from ecotune.space import SearchSpace, SearchSpaceError, default_llm_space
+from ecotune.space import SearchSpace, SearchSpaceError
 from ecotune.tasks import TaskDataError, make_task
 from ecotune.tasks.base import Task
 from ecotune.tracking.callback import TrackingCallback, make_tracker
@@ -36,17 +42,6 @@ from ecotune.tracking.promotion import run_promotion
 
 
 # ---------------------------------------------------------------------------------- pieces
-def default_space(task: Task) -> SearchSpace:
-    """:func:`default_llm_space` sized for the task: ``max_tokens`` around the task default,
-    ``few_shot`` up to the task's pool when the task uses in-context examples."""
-    d = int(task.default_max_tokens)
-    low, high = max(1, d // 4), min(2048, max(2 * d, 4))
-    shots = getattr(task, "pool_size", None) or getattr(task, "max_shots", None)
-    if shots is None and task.default_few_shot > 0:
-        shots = max(task.default_few_shot, 5)
-    return default_llm_space(max_tokens=(low, high), few_shot=int(shots) if shots else None)
-
-
 def build_task(cfg: StudyConfig) -> tuple[Task, list[str]]:
     """The task and its nested order; checks the fidelity range fits the data."""
     from ecotune.subsets import SubsetError, build_subsets, nested_order
@@ -72,16 +67,6 @@ def build_task(cfg: StudyConfig) -> tuple[Task, list[str]]:
     except Exception as e:  # noqa: BLE001 - storage (S3) errors
         raise StudyError(f"cannot write subsets to {cfg.subsets_uri}: {e}") from e
     return task, order
-
-
-def study_space(cfg: StudyConfig, task: Task) -> tuple[SearchSpace, dict[str, Any]]:
-    """The search space and the fixed settings (``max_tokens`` pinned to the task default
-    when it is neither searched nor fixed)."""
-    space = SearchSpace.from_dict(cfg.search_space) if cfg.search_space else default_space(task)
-    fixed = dict(cfg.fixed)
-    if "max_tokens" not in space.params and "max_tokens" not in fixed:
-        fixed["max_tokens"] = int(task.default_max_tokens)
-    return space, fixed
 
 
 def _low(space: SearchSpace, fixed: dict[str, Any], name: str, default: int) -> int:
@@ -125,9 +110,8 @@ def run_tune(config: StudyConfig, resume: bool = False, *, stream: TextIO | None
     except SearchSpaceError as e:
         raise StudyConfigError(f"search_space: {e}") from None
     with engine_session(cfg, say) as (engine, engine_spec):
-        hint = _check_budget(cfg, task, order, space, fixed, engine)
-        opt, spec, tags = _make_optimizer(cfg, task, order, space, fixed, engine, engine_spec,
-                                          hint)
+        _check_budget(cfg, task, order, space, fixed, engine)
+        opt, spec, tags = _make_optimizer(cfg, task, order, engine, engine_spec)
         tracker = make_tracker(cfg) if cfg.tracking.enabled else None
         summary, progress = _run_trials(cfg, opt, task, order, engine, engine_spec, tracker,
                                         spec, tags, resume, stream, live)
@@ -152,18 +136,12 @@ def _check_journal(cfg: StudyConfig, resume: bool) -> None:
 
 
 def _check_budget(cfg: StudyConfig, task: Task, order: list[str], space: SearchSpace,
-                  fixed: dict[str, Any], engine: Any) -> float:
-    """Refuse a budget below one instance's worst case (exact prompt tokens); return the
-    mean prompt tokens per instance at the task's usual few-shot count (the cost prior)."""
+                  fixed: dict[str, Any], engine: Any) -> None:
+    """Refuse a budget below one instance's worst case (exact prompt tokens)."""
     inst = {i.id: i for i in task.instances()}
-    base_cfg = dict(fixed)
-    fs = space.params.get("few_shot")
-    if fs is not None and hasattr(fs, "low"):
-        base_cfg["few_shot"] = min(max(task.default_few_shot, int(fs.low)), int(fs.high))
+    small = {**cost_prior_config(task, space, fixed),
+             "few_shot": _low(space, fixed, "few_shot", task.default_few_shot)}
     try:
-        counts = engine.count_prompt_tokens(
-            [task.build_prompt(inst[i], base_cfg) for i in order[:cfg.r_max]])
-        small = {**base_cfg, "few_shot": _low(space, fixed, "few_shot", task.default_few_shot)}
         p_min = engine.count_prompt_tokens([task.build_prompt(inst[order[0]], small)])[0]
     except EngineError as e:
         raise StudyError(f"engine failed counting prompt tokens: {e}") from e
@@ -175,44 +153,24 @@ def _check_budget(cfg: StudyConfig, task: Task, order: list[str], space: SearchS
             f"instance ({p_min} prompt + {m_min} max_tokens = {worst} tokens); raise "
             f"budget_tokens (a useful study needs at least r_max x that, about "
             f"{worst * cfg.r_max:,})")
-    return sum(counts) / max(1, len(counts))
 
 
-def _make_optimizer(cfg: StudyConfig, task: Task, order: list[str], space: SearchSpace,
-                    fixed: dict[str, Any], engine: Any, engine_spec: dict[str, Any],
-                    hint: float) -> tuple[Any, dict[str, Any], dict[str, str]]:
-    """The study's optimizer, new or resumed from its journal; with the spec and tags that
-    tracking records."""
-    from ecotune.optimizers import make_optimizer
-    from ecotune.prompt_tokens import PromptTokens
-    from ecotune.space import helm_default
-
-    tags = {"ecotune.model": engine_spec["model"], "ecotune.task": task.key,
-            "ecotune.optimizer": cfg.optimizer}
-    spec = {k: v for k, v in cfg.dump().items() if k != "search_space"}
-    spec.update(space=space.to_dict(), fixed=fixed, study=cfg.name)
-    options: dict[str, Any] = dict(
-        max_trials=cfg.max_trials, max_failed_trials=cfg.max_failed_trials, eta0=cfg.eta0,
-        lam=cfg.lam, patience=cfg.patience,
-        fixed=fixed, prompt_tokens_hint=hint,
-        prompt_tokens=PromptTokens(task, engine, order[:cfg.r_max]))
-    for k in ("tau", "acquisition", "early_stopping", "candidates"):
-        if getattr(cfg, k) is not None:
-            options[k] = getattr(cfg, k)
-    if cfg.optimizer == "ecotune" and cfg.start_from_default:
-        options["initial_configs"] = [helm_default(space, task.default_max_tokens)]
+def _make_optimizer(cfg: StudyConfig, task: Task, order: list[str], engine: Any,
+                    engine_spec: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[str, str]]:
+    """The study's optimizer, new or resumed from its journal, built as the pipeline builds
+    it (:func:`ecotune.construct.build_optimizer`); with the spec and tags that tracking
+    records."""
     try:
-        opt = make_optimizer(cfg.optimizer, space=space, budget_tokens=cfg.budget_tokens,
-                             r_min=cfg.r_min, r_max=cfg.r_max, seed=cfg.seed,
-                             journal=cfg.journal_uri, study_name=cfg.name,
-                             header_extra={"spec": spec, "tags": tags,
-                                           "study_config": cfg.dump()}, **options)
+        opt = build_optimizer(cfg, task, engine=engine, order=order, model=engine_spec["model"])
+    except EngineError as e:
+        raise StudyError(f"engine failed counting prompt tokens: {e}") from e
     except JournalError as e:
         raise StudyConfigError(f"{e}; resume with the config the study was started with "
                                "(or `ecotune resume --journal PATH`)") from e
     except ValueError as e:
         raise StudyConfigError(str(e)) from e
-    return opt, spec, tags
+    head = opt.state.header_extra
+    return opt, head["spec"], head["tags"]
 
 
 def _run_trials(cfg: StudyConfig, opt: Any, task: Task, order: list[str], engine: Any,

@@ -4,11 +4,16 @@ Usage::
 
     python -m pipelines.compile --out build/ecotune_loop.yaml [--max-rounds N]
         [--parallelism P] [--gpu-evaluator] [--study study.yaml]
+
+``--study`` takes the chart's study config (validated as ``pipelines.submit`` does, by
+:class:`components.chart_config.ChartConfig`) and compiles its Kubernetes settings in; exit
+code 2 when it is invalid.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from kfp import compiler
@@ -38,9 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.gpu_evaluator:
         overrides["gpu_evaluator"] = True
     if a.study:
-        from pipelines.submit import load_config
+        from components.chart_config import ChartConfig, ChartConfigError
 
-        opts = PipelineOptions.from_study(load_config(a.study), **overrides)
+        try:
+            study = ChartConfig.load(a.study)
+        except ChartConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        opts = PipelineOptions.from_study(study.dump(), **overrides)
     else:
         opts = PipelineOptions(**overrides)
     print(compile_pipeline(a.out, opts))

@@ -33,44 +33,43 @@ from typing import Any
 
 import yaml
 
+from components.chart_config import ChartConfig, ChartConfigError
+
 DEFAULT_MAX_ROUNDS = 20
+
+#: a study config: the validated model, or a dict validated on use
+Config = ChartConfig | dict[str, Any]
 
 
 class SubmitError(RuntimeError):
     """The study config or environment cannot be submitted."""
 
 
-def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check the chart's study config (``version: 1``)."""
+def load_config(path: str | os.PathLike[str]) -> ChartConfig:
+    """Read and validate the chart's study config (:class:`ChartConfig`, ``version: 1``)."""
     try:
-        cfg = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SubmitError(f"cannot read study config {path}: {e}") from e
-    if not isinstance(cfg, dict) or cfg.get("version") != 1:
-        raise SubmitError(f"{path}: not a version 1 EcoTune study config")
-    study = cfg.get("study") or {}
-    missing = [k for k in ("name", "model", "task", "budget_tokens", "r_min", "r_max")
-               if study.get(k) in (None, "")]
-    if missing:
-        raise SubmitError(f"{path}: study is missing {', '.join(missing)}")
-    eng = cfg.get("engine") or {}
-    if eng.get("type", "service") == "service" and not eng.get("base_url"):
-        raise SubmitError(f"{path}: engine.type service needs engine.base_url")
-    for k in ("storage", "tracking", "kfp", "schedule"):
-        cfg.setdefault(k, {})
-    return cfg
+        return ChartConfig.load(path)
+    except ChartConfigError as e:
+        raise SubmitError(str(e)) from e
 
 
-def pipeline_arguments(cfg: dict[str, Any], batch_size: int = 4) -> dict[str, Any]:
+def _chart(cfg: Config) -> ChartConfig:
+    try:
+        return ChartConfig.of(cfg)
+    except ChartConfigError as e:
+        raise SubmitError(str(e)) from e
+
+
+def pipeline_arguments(cfg: Config, batch_size: int = 4) -> dict[str, Any]:
     """The pipeline's runtime parameters for a study config."""
-    st, name = cfg["storage"], cfg["study"]["name"]
-    if st.get("enabled"):
-        journal, subsets = st["journal_uri"], st.get("artifacts_uri") or st["journal_uri"]
+    c = _chart(cfg)
+    st, name = c.storage, c.study.name
+    if st.enabled:
+        journal, subsets = st.journal_uri, st.artifacts_uri or st.journal_uri
     else:  # no shared storage: only meaningful for single-pod local runs
         journal, subsets = f"/tmp/ecotune/{name}/journal", f"/tmp/ecotune/{name}"
-    return {"study": strip_nulls(cfg), "journal_uri": journal, "subsets_uri": subsets,
-            "engine_url": (cfg.get("engine") or {}).get("base_url") or "",
-            "batch_size": batch_size}
+    return {"study": strip_nulls(c.dump()), "journal_uri": journal, "subsets_uri": subsets,
+            "engine_url": c.engine.base_url, "batch_size": batch_size}
 
 
 def strip_nulls(obj: Any) -> Any:
@@ -82,14 +81,14 @@ def strip_nulls(obj: Any) -> Any:
     return obj
 
 
-def make_client(cfg: dict[str, Any]) -> Any:
+def make_client(cfg: Config) -> Any:
     """``kfp.Client`` for ``KFP_HOST``/``kfp.host`` with explicit credentials: the bearer
     token ``KFP_BEARER_TOKEN``, else the projected ServiceAccount token at
     ``KF_PIPELINES_SA_TOKEN_PATH`` (re-read on every request, so rotation works)."""
     import kfp
     from kfp.client import ServiceAccountTokenVolumeCredentials
 
-    host = os.environ.get("KFP_HOST") or cfg["kfp"].get("host")
+    host = os.environ.get("KFP_HOST") or _chart(cfg).kfp.host
     if not host:
         raise SubmitError("no KFP host: set KFP_HOST or kfp.host")
     kw: dict[str, Any] = {"host": host, "namespace": namespace(cfg)}
@@ -104,13 +103,14 @@ def make_client(cfg: dict[str, Any]) -> Any:
     return kfp.Client(**kw)
 
 
-def namespace(cfg: dict[str, Any]) -> str | None:
-    return os.environ.get("KFP_NAMESPACE") or cfg["kfp"].get("namespace") or None
+def namespace(cfg: Config) -> str | None:
+    return os.environ.get("KFP_NAMESPACE") or _chart(cfg).kfp.namespace or None
 
 
-def package_for(cfg: dict[str, Any], out_dir: str, max_rounds: int, parallelism: int) -> str:
+def package_for(cfg: Config, out_dir: str, max_rounds: int, parallelism: int) -> str:
     """A precompiled ``kfp.pipeline_package`` if set, else the pipeline compiled for the study."""
-    pkg = cfg["kfp"].get("pipeline_package")
+    c = _chart(cfg)
+    pkg = c.kfp.pipeline_package
     if pkg:
         if not Path(pkg).exists():
             raise SubmitError(f"kfp.pipeline_package {pkg} does not exist")
@@ -118,24 +118,25 @@ def package_for(cfg: dict[str, Any], out_dir: str, max_rounds: int, parallelism:
     from pipelines.compile import compile_pipeline
     from pipelines.ecotune_loop import PipelineOptions
 
-    opts = PipelineOptions.from_study(cfg, max_rounds=max_rounds, parallelism=parallelism)
+    opts = PipelineOptions.from_study(c.dump(), max_rounds=max_rounds, parallelism=parallelism)
     return str(compile_pipeline(Path(out_dir) / "ecotune_loop.yaml", opts))
 
 
-def submit(cfg: dict[str, Any], client: Any, *, recurring: bool = False, disabled: bool = False,
+def submit(cfg: Config, client: Any, *, recurring: bool = False, disabled: bool = False,
            max_rounds: int = DEFAULT_MAX_ROUNDS, parallelism: int = 4, batch_size: int = 4,
            now: dt.datetime | None = None) -> dict[str, Any]:
     """Create one run, or create/replace the study's recurring run; returns what was done."""
-    k, name = cfg["kfp"], cfg["study"]["name"]
-    prefix = k.get("run_name_prefix") or f"ecotune-{name}"
-    experiment = k.get("experiment") or "ecotune"
+    cfg = _chart(cfg)
+    k, name = cfg.kfp, cfg.study.name
+    prefix = k.run_name_prefix or f"ecotune-{name}"
+    experiment = k.experiment or "ecotune"
     args = pipeline_arguments(cfg, batch_size)
     with tempfile.TemporaryDirectory(prefix="ecotune-submit-") as tmp:
         pkg = package_for(cfg, tmp, max_rounds, parallelism)
         exp = client.create_experiment(experiment, namespace=namespace(cfg))
         exp_id = exp.experiment_id
-        common = {"params": args, "pipeline_root": k.get("pipeline_root") or None,
-                  "service_account": k.get("service_account") or None}
+        common = {"params": args, "pipeline_root": k.pipeline_root or None,
+                  "service_account": k.service_account or None}
         if not recurring:
             key = os.environ.get("ECOTUNE_JOB_NAME") or \
                 (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d-%H%M")
@@ -147,26 +148,27 @@ def submit(cfg: dict[str, Any], client: Any, *, recurring: bool = False, disable
                                       pipeline_package_path=pkg, enable_caching=False,
                                       **common)
             return {"kind": "run", "name": run_name, "id": run.run_id}
-        sched = cfg.get("schedule") or {}
-        if not sched.get("cron"):
+        cron = cfg.schedule.cron
+        if not cron:
             raise SubmitError("--recurring needs schedule.cron in the study config")
         job_name = f"{prefix}-recurring"
         for old in _recurring_runs(client, exp_id, job_name):
             client.delete_recurring_run(old)
         job = client.create_recurring_run(
-            experiment_id=exp_id, job_name=job_name, cron_expression=_kfp_cron(sched["cron"]),
+            experiment_id=exp_id, job_name=job_name, cron_expression=_kfp_cron(cron),
             pipeline_package_path=pkg, max_concurrency=1, no_catchup=True,
             enabled=not disabled, enable_caching=False, **common)
         return {"kind": "recurring", "name": job_name, "id": job.recurring_run_id,
                 "enabled": not disabled}
 
 
-def delete_recurring(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
+def delete_recurring(cfg: Config, client: Any) -> dict[str, Any]:
     """Delete the study's recurring run(s) (the chart's pre-delete hook: an uninstalled
     study must stop firing)."""
-    k, name = cfg["kfp"], cfg["study"]["name"]
-    job_name = f"{k.get('run_name_prefix') or f'ecotune-{name}'}-recurring"
-    exp = client.create_experiment(k.get("experiment") or "ecotune", namespace=namespace(cfg))
+    cfg = _chart(cfg)
+    k, name = cfg.kfp, cfg.study.name
+    job_name = f"{k.run_name_prefix or f'ecotune-{name}'}-recurring"
+    exp = client.create_experiment(k.experiment or "ecotune", namespace=namespace(cfg))
     gone = _recurring_runs(client, exp.experiment_id, job_name)
     for rid in gone:
         client.delete_recurring_run(rid)
@@ -228,9 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(a.config)
         env_study = os.environ.get("ECOTUNE_STUDY")
-        if env_study and env_study != cfg["study"]["name"]:
+        if env_study and env_study != cfg.study.name:
             raise SubmitError(f"ECOTUNE_STUDY={env_study} but the config is for study "
-                              f"{cfg['study']['name']!r}")
+                              f"{cfg.study.name!r}")
         if a.dry_run:
             with tempfile.TemporaryDirectory() as tmp:
                 pkg = package_for(cfg, tmp, a.max_rounds, a.parallelism)

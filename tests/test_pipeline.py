@@ -226,7 +226,7 @@ def study_file(tmp_path):
 
 def test_load_config_and_errors(tmp_path, study_file):
     cfg = submit_mod.load_config(study_file)
-    assert cfg["study"]["name"] == "llama"
+    assert cfg.study.name == "llama"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**STUDY, "version": 2}))
     with pytest.raises(submit_mod.SubmitError):

@@ -72,10 +72,11 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
     if restrict and bench.table is not None and method != "helm":
         opts["candidates"] = bench.table.configs
     if method == "ecotune+default":
-        # EcoTune with the HELM default as its first initial-design point
-        from ecotune.space import helm_default
+        # EcoTune with the HELM default as its first initial-design point, as a study
+        # config's start_from_default gives it (ecotune.construct)
+        from ecotune.construct import helm_first
 
-        opts["initial_configs"] = [helm_default(bench.space, bench.helm_fixed.get("max_tokens"))]
+        opts["initial_configs"] = helm_first(bench.space, bench.helm_fixed.get("max_tokens"))
     elif method == "ecotune+paper":
         opts["acquisition"] = "paper"
     elif method == "ecotune+noprune":

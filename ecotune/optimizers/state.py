@@ -128,7 +128,8 @@ class StudyState:
         return {"type": "study", "key": "study", "optimizer": optimizer,
                 "space": self.space.to_dict(), "budget_tokens": self.budget.budget_tokens,
                 "r_min": self.r_min, "r_max": self.r_max, "seed": self.seed,
-                "study_name": self.study_name, "options": options, **self.header_extra}
+                "study_name": self.study_name, "options": options,
+                "prompt_tokens_hint": self.cost_model.prompt_hint, **self.header_extra}
 
     def open(self, header: dict[str, Any], on_ask: Callable[[Trial, dict[str, Any]], None],
              on_tell: Callable[[Trial, TrialResult], None]) -> None:
@@ -136,8 +137,10 @@ class StudyState:
 
         The replay applies every ``ask`` and ``tell`` record in journal order and calls
         ``on_ask``/``on_tell`` after each (the proposer rebuilds its own state there), so a
-        resumed study is the study that was interrupted. Trials asked but never told are
-        handed out again first (:meth:`reissue`).
+        resumed study is the study that was interrupted. The cost model's prior is the one
+        the header recorded (whoever rebuilds the study, with or without an engine to count
+        prompts, prices trials alike). Trials asked but never told are handed out again
+        first (:meth:`reissue`).
 
         Raises:
             JournalError: the journal has no header or holds another study.
@@ -156,6 +159,9 @@ class StudyState:
                 raise JournalError(
                     f"{self.journal.uri} holds another study: its {k} is {head.get(k)!r}, "
                     f"this one's is {header[k]!r}")
+        recorded = head.get("prompt_tokens_hint")
+        if recorded is not None and float(recorded) != self.cost_model.prompt_hint:
+            self.cost_model = TokenCostModel(float(recorded))
         for rec in records:
             if rec["type"] == "ask":
                 trial = Trial.from_dict(rec["trial"])

@@ -24,7 +24,7 @@ MAX_ROUNDS = 2
 BATCH = 2
 
 
-def study_config(mlflow_uri: str, tag: str) -> dict:
+def study_config(mlflow_uri: str, tag: str, engine_url: str) -> dict:
     return {"version": 1,
             "study": {"name": f"pipeline-it-{tag}", "model": "smollm2-135m-instruct",
                       "task": {"name": "arithmetic", "n": 20}, "optimizer": "ecotune",
@@ -34,7 +34,8 @@ def study_config(mlflow_uri: str, tag: str) -> dict:
                           "temperature": {"type": "float", "low": 0.0, "high": 1.0},
                           "max_tokens": {"type": "int", "low": 2, "high": 6},
                           "few_shot": {"type": "int", "low": 0, "high": 2}}},
-            "engine": {"type": "service", "served_model_name": "smollm2-135m-instruct",
+            "engine": {"type": "service", "base_url": engine_url,
+                       "served_model_name": "smollm2-135m-instruct",
                        "send_seed": False, "max_concurrency": 4, "timeout_s": 120},
             "tracking": {"enabled": True, "tracking_uri": mlflow_uri,
                          "experiment": f"pipeline-it-{tag}",
@@ -88,7 +89,7 @@ def test_pipeline_runs_rounds_within_budget(tmp_path, vllm_server, s3_server, ml
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
     monkeypatch.chdir(tmp_path)  # anything a step writes to a relative path stays here
-    cfg = strip_nulls(study_config(mlflow_server, tag))
+    cfg = strip_nulls(study_config(mlflow_server, tag, vllm_server))
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
                    pipeline_root=str(tmp_path / "pipeline-root"))
     pipeline = build_pipeline(PipelineOptions(max_rounds=MAX_ROUNDS, parallelism=2,
@@ -201,18 +202,21 @@ def test_pipeline_against_a_billing_server_stays_within_budget(tmp_path, s3_serv
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
     monkeypatch.chdir(tmp_path)
-    cfg = strip_nulls({
-        "version": 1,
-        "study": {"name": f"billing-{tag}", "model": MODEL,
-                  "task": {"name": "arithmetic", "n": 20}, "optimizer": "ecotune",
-                  "budget_tokens": budget, "r_min": 2, "r_max": 6, "seed": 1,
-                  "fixed": {"few_shot": 1},
-                  "search_space": {
-                      "temperature": {"type": "float", "low": 0.0, "high": 1.0},
-                      "max_tokens": {"type": "int", "low": 2, "high": 6}}},
-        "engine": {"type": "service", "served_model_name": MODEL, "max_concurrency": 2,
-                   "timeout_s": 0.5, "max_retries": 3},
-        "tracking": {"enabled": False}})
+
+    def config(engine_url: str) -> dict:
+        return strip_nulls({
+            "version": 1,
+            "study": {"name": f"billing-{tag}", "model": MODEL,
+                      "task": {"name": "arithmetic", "n": 20}, "optimizer": "ecotune",
+                      "budget_tokens": budget, "r_min": 2, "r_max": 6, "seed": 1,
+                      "fixed": {"few_shot": 1},
+                      "search_space": {
+                          "temperature": {"type": "float", "low": 0.0, "high": 1.0},
+                          "max_tokens": {"type": "int", "low": 2, "high": 6}}},
+            "engine": {"type": "service", "base_url": engine_url, "served_model_name": MODEL,
+                       "max_concurrency": 2, "timeout_s": 0.5, "max_retries": 3},
+            "tracking": {"enabled": False}})
+
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
                    pipeline_root=str(tmp_path / "pipeline-root"))
     pipeline = build_pipeline(PipelineOptions(max_rounds=MAX_ROUNDS, parallelism=2,
@@ -224,7 +228,7 @@ def test_pipeline_against_a_billing_server_stays_within_budget(tmp_path, s3_serv
     with FaultServer(plan=plan, random_rate=0.2, seed=2, timeout_sleep_s=0.8,
                      retry_after="0", random_faults=["429", "500", "timeout", "drop",
                                                      "malformed", "nousage"]) as srv:
-        pipeline(study=cfg, journal_uri=f"{base}/journal", subsets_uri=base,
+        pipeline(study=config(srv.url), journal_uri=f"{base}/journal", subsets_uri=base,
                  engine_url=srv.url, batch_size=BATCH)
         billed = srv.stats["billed_tokens"]
         faults = srv.faults_injected

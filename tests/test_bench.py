@@ -133,7 +133,7 @@ def test_report_on_synthetic(tmp_path) -> None:
 def test_restricted_replay_only_runs_table_configs(table: Table, method: str) -> None:
     from ecotune.bench.report import Bench, replay_one
 
-    bench = Bench("t", table.space, 3, 40, lambda: ReplayEvaluator(table), table.true_score,
+    bench = Bench("t", table.space, 3, 40, lambda seed: ReplayEvaluator(table), table.true_score,
                   float(table.true_scores.max()), "best", {}, table)
     out = replay_one(bench, method, seed=0, budget=12_000, restrict=True)
     assert out["mean_map_dist"] == pytest.approx(0.0, abs=1e-9)  # no mapping needed

@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
                         "it needs to reach the target where the budget cuts it off (1: off)")
     r.add_argument("--timing", action=argparse.BooleanOptionalAction, default=True,
                    help="measure ecotune's ask+tell time at 50 and 200 observations")
+    u = sub.add_parser("suite", help="every problem x method x seed (resumable) and the report")
+    u.add_argument("--out", default="benchmarks/suite", help="folder: runs.jsonl, report.md")
+    u.add_argument("--seeds", type=int, default=30)
+    u.add_argument("--problems", default=None, help="comma list (default: the whole suite)")
+    u.add_argument("--optimizers", default=None, help="comma list (default: every method)")
+    u.add_argument("--smoke", action="store_true", help="2 problems, cheap methods (CI)")
+    u.add_argument("--report-only", action="store_true", help="rebuild the report, run nothing")
     sub.add_parser("waste", help="tokens a study spent re-measuring greedy answers",
                    add_help=False)
     return p
@@ -70,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     if args.cmd == "collect":
         return _collect(args)
+    if args.cmd == "suite":
+        return _suite(args)
     if args.cmd == "run":
         from ecotune.bench.report import run_benchmark
 
@@ -91,6 +100,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report written to {md}")
         return 0
     return 2
+
+
+def _suite(args: argparse.Namespace) -> int:
+    """``bench suite``: run what is missing (or nothing), then write the report."""
+    from pathlib import Path
+
+    from ecotune.bench.suite import METHODS, run_suite, write_report
+
+    smoke_methods = ("ecotune", "random", "bohb")
+    methods = ([m.strip() for m in args.optimizers.split(",") if m.strip()] if args.optimizers
+               else list(smoke_methods if args.smoke else METHODS))
+    bad = [m for m in methods if m not in OPTIMIZERS or m == "helm"]
+    if bad or args.seeds < 1:
+        print(f"ecotune bench suite: unknown optimizers {bad}" if bad else
+              "ecotune bench suite: --seeds must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        if args.report_only:
+            md = write_report(Path(args.out))
+        else:
+            probs = args.problems.split(",") if args.problems else None
+            md = run_suite(args.out, seeds=args.seeds, problems=probs, methods=methods,
+                           smoke=args.smoke)
+    except (ValueError, OSError) as e:
+        print(f"ecotune bench suite: {e}", file=sys.stderr)
+        return 2
+    print(f"report written to {md}")
+    return 0
 
 
 def _collect(args: argparse.Namespace) -> int:

@@ -49,7 +49,10 @@ class Table:
         space: the search space the configs were drawn from.
         configs: the K recorded configs (index 0: the HELM default when collected so).
         scores, prompt_tokens, completion_tokens: (K, N) arrays over the first N
-            instances of the nested order.
+            instances of the nested order (for a sampled config recorded with repeats:
+            the mean score over its repeats, the expected score, and repeat 0's tokens).
+        draws, draw_tokens: (K, N, R) scores and completion tokens of every repeat (NaN /
+            -1 where a config has fewer repeats: greedy configs have one), or None.
         instance_ids: the N instance ids, in order.
         helm_index: index of the HELM default config, or None.
     """
@@ -63,6 +66,17 @@ class Table:
     instance_ids: list[str]
     helm_index: int | None = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    draws: np.ndarray | None = None
+    draw_tokens: np.ndarray | None = None
+
+    def outcome(self, k: int, i: int, repeat: int) -> tuple[float, int]:
+        """Score and completion tokens of config ``k`` on instance ``i`` in repeat
+        ``repeat`` (taken modulo the repeats config ``k`` has)."""
+        if self.draws is None:
+            return float(self.scores[k, i]), int(self.completion_tokens[k, i])
+        n = int(np.sum(~np.isnan(self.draws[k, i])))
+        j = repeat % max(n, 1)
+        return float(self.draws[k, i, j]), int(self.draw_tokens[k, i, j])
 
     def __post_init__(self) -> None:
         self.X = np.array([self.space.encode(c) for c in self.configs])
@@ -75,10 +89,15 @@ class Table:
     def n_instances(self) -> int:
         return self.scores.shape[1]
 
+    #: the first instance held out of tuning: true scores are means over instances
+    #: ``held_out_from .. N`` (0: over all of them, the table's own full fidelity)
+    held_out_from: int = 0
+
     @property
     def true_scores(self) -> np.ndarray:
-        """Full-fidelity (all N instances) score of every recorded config."""
-        return self.scores.mean(axis=1)
+        """True score of every recorded config: its mean over the held-out instances
+        (all N when none are held out)."""
+        return self.scores[:, self.held_out_from:].mean(axis=1)
 
     def nearest(self, config: dict[str, Any]) -> int:
         """Index of the recorded config nearest to ``config`` in the encoded space."""
@@ -89,7 +108,7 @@ class Table:
         return np.sqrt(((self.X - x) ** 2).sum(axis=1))
 
     def true_score(self, config: dict[str, Any] | None) -> float:
-        """Full-table score of the recorded config nearest to ``config`` (nan for None)."""
+        """True score of the recorded config nearest to ``config`` (nan for None)."""
         if config is None:
             return float("nan")
         return float(self.true_scores[self.nearest(config)])
@@ -108,21 +127,27 @@ class Table:
         cfgs = {r["config_id"]: r for r in recs if r["type"] == "config"}
         n = len(head["order"])
         K = max(cfgs) + 1 if cfgs else 0
-        S = np.full((K, n), np.nan)
+        R = int(head.get("repeats", 1))
+        D = np.full((K, n, R), np.nan)
+        DT = np.full((K, n, R), -1, dtype=np.int64)
         P = np.zeros((K, n), dtype=np.int64)
-        T = np.zeros((K, n), dtype=np.int64)
         for r in recs:
             if r["type"] == "row":
-                S[r["c"], r["i"]], P[r["c"], r["i"]], T[r["c"], r["i"]] = r["s"], r["p"], r["t"]
-        complete = [k for k in range(K) if k in cfgs and not np.isnan(S[k]).any()]
+                s_, t_ = np.atleast_1d(r["s"]), np.atleast_1d(r["t"])
+                D[r["c"], r["i"], :len(s_)] = s_
+                DT[r["c"], r["i"], :len(t_)] = t_
+                P[r["c"], r["i"]] = r["p"]
+        complete = [k for k in range(K) if k in cfgs and not np.isnan(D[k, :, 0]).any()]
         if not complete:
             raise ValueError(f"{path}: no config has all {n} instances recorded")
         helm = next((j for j, k in enumerate(complete) if cfgs[k].get("helm")), None)
+        D, DT = D[complete], DT[complete]
         return cls(name=head["task"], space=SearchSpace.from_dict(head["space"]),
-                   configs=[cfgs[k]["config"] for k in complete], scores=S[complete],
-                   prompt_tokens=P[complete], completion_tokens=T[complete],
+                   configs=[cfgs[k]["config"] for k in complete], scores=np.nanmean(D, axis=2),
+                   prompt_tokens=P[complete], completion_tokens=DT[:, :, 0],
                    instance_ids=list(head["order"]), helm_index=helm,
-                   meta={k: v for k, v in head.items() if k != "order"})
+                   meta={k: v for k, v in head.items() if k != "order"},
+                   draws=D if R > 1 else None, draw_tokens=DT if R > 1 else None)
 
     @classmethod
     def from_landscape(cls, land: Any, space: SearchSpace, configs: list[dict[str, Any]],
@@ -147,8 +172,9 @@ class ReplayEvaluator:
         dists: encoded-space distances of those mappings.
     """
 
-    def __init__(self, table: Table, samples_per_request: int = 1):
+    def __init__(self, table: Table, samples_per_request: int = 1, repeat: int = 0):
         self.table = table
+        self.repeat = int(repeat)  # which recorded repeat of a sampled config answers
         self.samples = int(samples_per_request)
         self.hits: list[int] = []
         self.dists: list[float] = []
@@ -167,7 +193,8 @@ class ReplayEvaluator:
         scores: list[float] = []
         pruned = False
         for i in range(min(trial.fidelity, tb.n_instances)):
-            p, c = int(tb.prompt_tokens[k, i]), int(tb.completion_tokens[k, i])
+            p = int(tb.prompt_tokens[k, i])
+            hit, c = tb.outcome(k, i, self.repeat)
             if i < known:  # measured by an earlier trial of this config: kept, not re-bought
                 reused += p + c
             elif should_prune(scores, trial.prune_below):
@@ -179,7 +206,7 @@ class ReplayEvaluator:
                 p_tot += p
                 c_tot += c
                 spent = p_tot + c_tot
-            scores.append(float(tb.scores[k, i]))
+            scores.append(hit)
         n = len(scores)
         self.measured[k] = max(known, n)
         if not scores:

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ class Bench:
     space: SearchSpace
     r_min: int
     r_max: int
-    make_evaluator: Callable[[], Any]
+    make_evaluator: Callable[[int], Any]  # seed -> evaluator (the seed picks repeats)
     true_score: Callable[[dict[str, Any] | None], float]
     oracle: float
     oracle_label: str
@@ -37,21 +38,37 @@ class Bench:
     table: Table | None = None
 
 
-def load_bench(table: str, r_min: int | None = None, r_max: int | None = None) -> Bench:
-    """``synthetic`` (the parametric landscape, 200 instances, r in [5, 60]) or a table."""
+def load_bench(table: str, r_min: int | None = None, r_max: int | None = None,
+               held_out: bool = False) -> Bench:
+    """``synthetic`` (the parametric landscape, 200 instances, r in [5, 60]), a standard
+    problem of :data:`ecotune.bench.problems.PROBLEMS` (``branin``, ``noisy-hartmann``, …)
+    or a recorded table's path. ``held_out``: a table's last quarter of instances is never
+    tuned on (``r_max`` stops before it) and gives the true scores."""
+    from ecotune.bench.problems import PROBLEMS, ProblemEvaluator
+
+    if table in PROBLEMS:
+        pb = PROBLEMS[table]()
+        return Bench(pb.name, pb.space, r_min or pb.r_min, r_max or pb.r_max,
+                     lambda seed: ProblemEvaluator(pb), pb.true_score, pb.optimum,
+                     f"optimum ({pb.source})", {})
     if table == "synthetic":
         land = SyntheticLandscape(200, seed=1)
         space = synthetic_space()
         return Bench("synthetic", space, r_min or 5, r_max or 60,
-                     lambda: SyntheticEvaluator(land),
+                     lambda seed: SyntheticEvaluator(land),
                      lambda c: float("nan") if c is None else land.true_score(c),
                      land.optimum(space, 5000), "dense random search (5000 configs)", {})
     tb = Table.load(table)
     n = tb.n_instances
+    if held_out:  # tune on the first 3/4 of the order, score the winner on the last 1/4
+        tb.held_out_from = n - n // 4
+        n = tb.held_out_from
     helm = tb.helm_config or {}
     fixed = {"max_tokens": helm["max_tokens"]} if "max_tokens" in helm else {}
-    return Bench(tb.name, tb.space, r_min or max(2, n // 16), min(r_max or n, n),
-                 lambda: ReplayEvaluator(tb), tb.true_score, float(tb.true_scores.max()),
+    name = Path(table).name.removesuffix(".gz").removesuffix(".jsonl")
+    return Bench(name, tb.space, r_min or max(2, n // 16), min(r_max or n, n),
+                 lambda seed: ReplayEvaluator(tb, repeat=seed), tb.true_score,
+                 float(tb.true_scores.max()),
                  f"best of the {tb.n_configs} table configs", fixed, tb)
 
 
@@ -83,7 +100,7 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
         opts["early_stopping"] = False
     opt = make_optimizer(method.split("+")[0], space=bench.space, budget_tokens=budget,
                          r_min=bench.r_min, r_max=bench.r_max, seed=seed, **opts)
-    ev = bench.make_evaluator()
+    ev = bench.make_evaluator(seed)
     traj: list[tuple[int, float]] = []
     over_limit = 0
     cache: dict[str, float] = {}

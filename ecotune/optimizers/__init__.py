@@ -21,10 +21,11 @@ from ecotune.optimizers.state import StudyState
 from ecotune.space import SearchSpace
 
 OPTIMIZERS = ("ecotune", "random", "qmc", "botorch", "cmaes", "bohb", "asha",
-              "tpe_hyperband", "gp", "tpe", "helm")
+              "tpe_hyperband", "gp", "tpe", "eipu", "mfkg", "helm")
 
 
 def _registry() -> dict[str, type[Optimizer]]:
+    from ecotune.optimizers.botorch_peers import EIPerCostOptimizer, MFKGOptimizer
     from ecotune.optimizers.ecotune import EcoTuneOptimizer
     from ecotune.optimizers.evolution import CMAESOptimizer
     from ecotune.optimizers.gp import BoTorchOptimizer
@@ -36,7 +37,8 @@ def _registry() -> dict[str, type[Optimizer]]:
     return {"ecotune": EcoTuneOptimizer, "random": RandomSearch, "qmc": QMCSearch,
             "botorch": BoTorchOptimizer, "cmaes": CMAESOptimizer, "bohb": SyneTuneOptimizer,
             "asha": ASHAOptimizer, "tpe_hyperband": TPEHyperbandOptimizer,
-            "gp": OptunaGPOptimizer, "tpe": OptunaOptimizer, "helm": HelmDefault}
+            "gp": OptunaGPOptimizer, "tpe": OptunaOptimizer, "eipu": EIPerCostOptimizer,
+            "mfkg": MFKGOptimizer, "helm": HelmDefault}
 
 
 def make_optimizer(name: str, *, space: SearchSpace | dict, budget_tokens: int, r_min: int,
@@ -48,7 +50,8 @@ def make_optimizer(name: str, *, space: SearchSpace | dict, budget_tokens: int, 
         name: one of :data:`OPTIMIZERS`: ``ecotune``; ``random``, ``qmc``, ``botorch``
             (single-fidelity GP-EI), ``cmaes``; ``bohb`` and ``asha`` (Syne Tune's own,
             the ``bench`` extra); ``tpe_hyperband`` (Optuna TPE + Hyperband pruner);
-            ``gp`` and ``tpe`` (Optuna's GPSampler and TPESampler, single fidelity); and
+            ``gp`` and ``tpe`` (Optuna's GPSampler and TPESampler, single fidelity);
+            ``eipu`` and ``mfkg`` (BoTorch's EI per unit cost and multi-fidelity KG); and
             ``helm``, the fixed HELM default configuration.
         space: a :class:`~ecotune.space.SearchSpace` or its dict form.
         budget_tokens: hard token budget B.

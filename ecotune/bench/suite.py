@@ -1,0 +1,247 @@
+"""``ecotune bench suite``: every problem × every method × many seeds, one report.
+
+The protocol is fixed here, before any result (issue #11):
+
+* problems: the standard multi-fidelity problems of :mod:`ecotune.bench.problems` (biased
+  and unbiased lower fidelities), the recorded LLM tables under ``benchmarks/tables/``
+  (finite candidate set, HPO-B style: every method chooses among the table's configs) and
+  the synthetic landscape (kept, not evidence on its own);
+* budgets: 20 full evaluations on the function problems, 10 on the noisy-prefix ones, 2 on
+  the LLM tables (so screening every table config is impossible), 50K tokens on synthetic;
+* every method with the same accounting and token limits (the replay of
+  :mod:`ecotune.bench.runs`); seeds ``0 .. S−1``; no method starts from the HELM default;
+* measures: the incumbent's true score (full fidelity; on an LLM table, its mean over
+  the last quarter of the instances, which no method tunes on) at 25/50/100% of the budget, mean and 95% t-interval over seeds; the average rank
+  of each method across problems at those points (the HPOBench / HPO-B summary);
+  tokens each method needs until its incumbent reaches each peer's mean final score;
+  anytime regret curves; the largest spend/budget of any run.
+
+Runs are appended to ``<out>/runs.jsonl`` as they finish and skipped when present, so the
+suite resumes where it stopped; ``--report-only`` rebuilds the report from what is there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecotune.bench.problems import ALPHA, BETA, PROBLEMS
+from ecotune.bench.runs import load_bench, replay_one, tokens_to_target
+
+log = logging.getLogger(__name__)
+
+METHODS = ("ecotune", "random", "qmc", "botorch", "cmaes", "bohb", "asha", "tpe_hyperband",
+           "gp", "tpe", "eipu", "mfkg")
+TABLES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "tables"
+FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def problem_budget(name: str, bench: Any, scale: float = 1.0) -> int:
+    """The pre-registered budget of a problem (see the module docstring), times ``scale``
+    (the CI smoke run uses a quarter)."""
+    return int(scale * _budget(name, bench))
+
+
+def _budget(name: str, bench: Any) -> int:
+    if name == "synthetic":
+        return 50_000
+    if name.startswith("noisy-"):
+        per = float(PROBLEMS[name]().meta["per_instance"](np.full((1, bench.space.dim), 0.5)).sum())
+        return int(10 * per)
+    if name in PROBLEMS:
+        return 20 * (ALPHA * bench.r_max + BETA)
+    tb = bench.table
+    full = (tb.prompt_tokens + tb.completion_tokens).sum(axis=1)
+    return int(2 * float(np.mean(full)))
+
+
+def suite_problems(smoke: bool = False) -> list[str]:
+    """Every problem name (tables by path), or the CI smoke subset."""
+    if smoke:
+        return ["branin", "noisy-branin"]
+    tables = sorted(str(p) for p in TABLES_DIR.glob("*.jsonl.gz"))
+    return list(PROBLEMS) + tables + ["synthetic"]
+
+
+def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = None,
+              methods: tuple[str, ...] | list[str] = METHODS, smoke: bool = False) -> Path:
+    """Run what is missing, then write the report; returns its path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "runs.jsonl"
+    done = {(r["problem"], r["method"], r["seed"]) for r in read_runs(path)}
+    names = problems or suite_problems(smoke)
+    benches = {n: load_bench(n, held_out=True) for n in names}
+    for seed in range(seeds):  # seeds outermost: a cut-short suite still covers every cell
+        for n in names:
+            b = benches[n]
+            budget = problem_budget(n, b, 0.25 if smoke else 1.0)
+            for m in methods:
+                if (b.name, m, seed) in done:
+                    continue
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    r = replay_one(b, m, seed, budget, restrict=b.table is not None)
+                r.update(problem=b.name, oracle=b.oracle, kind=_kind(n))
+                r["trajectory"] = [[int(t), float(s)] for t, s in r["trajectory"]]
+                with path.open("a") as f:
+                    f.write(json.dumps(r, default=str) + "\n")
+                log.info("%s %s seed %d: %.3f", b.name, m, seed, r["final_true"])
+    return write_report(out)
+
+
+def _kind(name: str) -> str:
+    if name in PROBLEMS:
+        return PROBLEMS[name]().kind if name.startswith("noisy-") else "biased"
+    return "synthetic" if name == "synthetic" else "llm-table"
+
+
+def read_runs(path: Path) -> list[dict[str, Any]]:
+    """The runs recorded so far (a truncated last line from a kill is skipped)."""
+    if not path.exists():
+        return []
+    runs = []
+    for line in path.read_text().splitlines():
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("skipping a truncated line of %s", path)
+    return runs
+
+
+def score_at(run: dict[str, Any], tokens: float) -> float:
+    """The incumbent's true score once ``tokens`` were spent (nan before the first)."""
+    s = float("nan")
+    for t, v in run["trajectory"]:
+        if t > tokens:
+            break
+        s = v
+    return s
+
+
+def mean_ci(x: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval (nan entries count as missing)."""
+    from scipy.stats import t as student
+
+    a = np.array([v for v in x if not math.isnan(v)], float)
+    if len(a) == 0:
+        return float("nan"), float("nan")
+    if len(a) == 1:
+        return float(a[0]), float("nan")
+    return float(a.mean()), float(student.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per problem and method: scores at each budget fraction (mean, CI), tokens to each
+    peer's mean final score; across problems: average ranks; and the largest spend."""
+    by: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in runs:
+        by.setdefault(r["problem"], {}).setdefault(r["method"], []).append(r)
+    table: dict[str, Any] = {}
+    for p, ms in by.items():
+        rows = {}
+        for m, rs in ms.items():
+            rows[m] = {"seeds": len(rs), "kind": rs[0].get("kind"), "oracle": rs[0]["oracle"]}
+            for f in FRACTIONS:
+                rows[m][f"at{int(f * 100)}"] = mean_ci([score_at(r, f * r["budget"]) for r in rs])
+        finals = {m: rows[m]["at100"][0] for m in rows}
+        for m, rs in ms.items():
+            rows[m]["tokens_to"] = {
+                peer: float(np.median([tokens_to_target(r["trajectory"], tgt) for r in rs]))
+                for peer, tgt in finals.items() if not math.isnan(tgt)}
+        table[p] = rows
+    ranks: dict[str, dict[str, float]] = {}
+    for f in FRACTIONS:
+        key = f"at{int(f * 100)}"
+        acc: dict[str, list[float]] = {}
+        for rows in table.values():
+            ms = [m for m in rows if not math.isnan(rows[m][key][0])]
+            order = sorted(ms, key=lambda m: -rows[m][key][0])
+            for m in ms:  # ties share the mean of their ranks
+                tied = [j for j, o in enumerate(order) if rows[o][key][0] == rows[m][key][0]]
+                acc.setdefault(m, []).append(1 + float(np.mean(tied)))
+        ranks[key] = {m: float(np.mean(v)) for m, v in acc.items()}
+    spend = max((r["tokens_used"] / r["budget"] for r in runs), default=float("nan"))
+    return {"problems": table, "ranks": ranks, "max_spend_ratio": spend,
+            "over_limit_trials": int(sum(r.get("over_limit", 0) for r in runs))}
+
+
+def write_report(out: Path) -> Path:
+    """``report.md``, ``summary.json`` and one regret plot per problem."""
+    runs = read_runs(out / "runs.jsonl")
+    s = summarise(runs)
+    (out / "summary.json").write_text(json.dumps(s, indent=1, default=str))
+    L = ["# EcoTune benchmark suite", "",
+         f"{len(runs)} runs. Scores are the incumbent's true full-fidelity score; mean ± "
+         "95% t-interval over seeds, at 25 / 50 / 100% of each problem's budget. "
+         f"Largest spend/budget over all runs: {s['max_spend_ratio']:.3f}; trials over "
+         f"their token limit: {s['over_limit_trials']}.", "",
+         "Tokens to a target: median over seeds of the tokens after which the incumbent "
+         "stays at or above the target (`never`: the median run does not get there).", "",
+         "## Average rank across problems (1 = best)", "",
+         "| method | 25% | 50% | 100% |", "|---|---|---|---|"]
+    for m in sorted(s["ranks"]["at100"], key=lambda m: s["ranks"]["at100"][m]):
+        L.append(f"| {m} | " + " | ".join(f"{s['ranks'][k].get(m, float('nan')):.2f}"
+                                         for k in ("at25", "at50", "at100")) + " |")
+    for p, rows in s["problems"].items():
+        some = next(iter(rows.values()))
+        L += ["", f"## {p} ({some['kind']}; optimum {some['oracle']:.3f})", "",
+              "| method | seeds | 25% | 50% | 100% | its tokens to ecotune's mean final | "
+              "ecotune's tokens to its mean final |", "|---|---|---|---|---|---|---|"]
+        eco = rows.get("ecotune")
+        for m in sorted(rows, key=lambda m: -np.nan_to_num(rows[m]["at100"][0], nan=-9)):
+            v = rows[m]
+            cells = [_ci(v[k]) for k in ("at25", "at50", "at100")]
+            mine = v["tokens_to"].get("ecotune", float("nan"))
+            theirs = eco["tokens_to"].get(m, float("nan")) if eco else float("nan")
+            L.append(f"| {m} | {v['seeds']} | " + " | ".join(cells) +
+                     f" | {_tok(mine)} | {_tok(theirs)} |")
+        _plot(out, p, [r for r in runs if r["problem"] == p])
+        L += ["", f"![regret]({_slug(p)}.png)"]
+    md = out / "report.md"
+    md.write_text("\n".join(L) + "\n")
+    return md
+
+
+def _ci(v: tuple[float, float]) -> str:
+    m, h = v
+    if math.isnan(m):
+        return "n/a"
+    return f"{m:.3f}" if math.isnan(h) else f"{m:.3f} ± {h:.3f}"
+
+
+def _tok(x: float) -> str:
+    return "never" if math.isinf(x) else "n/a" if math.isnan(x) else f"{x:,.0f}"
+
+
+def _slug(p: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in p)
+
+
+def _plot(out: Path, problem: str, runs: list[dict[str, Any]]) -> None:
+    """Mean simple regret (optimum − incumbent's true score) against tokens, per method."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
+    budget = max(r["budget"] for r in runs)
+    grid = np.linspace(0, budget, 101)
+    for m in sorted({r["method"] for r in runs}):
+        curves = np.array([[r["oracle"] - score_at(r, g) for g in grid]
+                           for r in runs if r["method"] == m])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ax.plot(grid, np.nanmean(curves, axis=0), label=m, lw=2 if m == "ecotune" else 1)
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("simple regret (true score)")
+    ax.set_title(problem)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / f"{_slug(problem)}.png", dpi=90)

@@ -1,0 +1,181 @@
+"""Cost-aware peers from BoTorch's own toolbox: EI per unit cost and multi-fidelity KG.
+
+* ``eipu``: expected improvement per unit cost (Snoek et al. 2012; BoTorch's cost-aware
+  tutorial): a GP on the score at full fidelity, the study's token cost model as a BoTorch
+  :class:`~botorch.models.deterministic.DeterministicModel`, and ``log EI(θ) − log E[T(θ)]``
+  maximised over a candidate set. Every trial runs at ``r_max``.
+* ``mfkg``: BoTorch's :class:`~botorch.acquisition.knowledge_gradient.qMultiFidelityKnowledgeGradient`
+  on a :class:`~botorch.models.SingleTaskMultiFidelityGP` with the fidelity ``s = r / r_max``
+  as its last input, an :class:`~botorch.models.cost.AffineFidelityCostModel` (α·r + β,
+  with α and β from the study's cost model) inside an
+  :class:`~botorch.acquisition.cost_aware.InverseCostWeightedUtility`, projecting to
+  ``s = 1`` — the setup of BoTorch's multi-fidelity KG tutorial, optimised by one-shot KG.
+
+Both are peers, not EcoTune: they use BoTorch's classes as shipped, with small, fixed
+optimisation settings so a benchmark of many seeds runs on CPUs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from botorch.acquisition.analytic import LogExpectedImprovement
+from botorch.models.deterministic import DeterministicModel
+from botorch.optim import optimize_acqf_discrete
+
+from ecotune.candidates import candidate_set
+from ecotune.optimizers.base import Optimizer, Proposal, encoded_key
+from ecotune.surrogate import (
+    as_tensor,
+    fit_multi_fidelity_gp,
+    fit_single_fidelity_gp,
+    hyperparameters,
+    posterior_mean_std,
+)
+
+
+class TokenCost(DeterministicModel):
+    """The study's token cost model as a BoTorch model: ``X`` (encoded configs, with the
+    fidelity ``s = r / r_max`` as last column when ``fidelity``) → predicted tokens of a
+    trial. Valid anywhere in the cube: each row is decoded to its config, whose
+    ``max_tokens`` bounds the completion."""
+
+    def __init__(self, opt: Optimizer, fidelity: bool = False):
+        super().__init__()
+        self._opt = opt
+        self._fidelity = fidelity
+        self._num_outputs = 1
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        Z = X.detach().reshape(-1, X.shape[-1]).numpy()
+        d = self._opt.space.dim
+        r = (np.clip(Z[:, d], 0, 1) * self._opt.r_max if self._fidelity
+             else np.full(len(Z), self._opt.r_max))
+        configs = [self._opt.space.decode(z[:d]) | self._opt.fixed for z in Z]
+        max_tok = [self._opt.state.max_completion(c) for c in configs]
+        cost = self._opt.state.cost_model.predict(Z[:, :d], max_tok, np.maximum(r, 1))
+        return torch.as_tensor(cost, dtype=X.dtype).reshape(*X.shape[:-1], 1)
+
+
+class _Peer(Optimizer):
+    """Shared initial design and candidate handling."""
+
+    def __init__(self, *args: Any, n_init: int | None = None, n_candidates: int = 512,
+                 **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.n_init = int(n_init if n_init is not None else max(4, self.space.dim // 2 + 2))
+        self.n_candidates = n_candidates
+        self._hyper: dict | None = None
+        self._options.update(n_init=self.n_init)
+
+    def _init(self, fidelity: int) -> Proposal:
+        cfg = self._sobol_config()
+        return (cfg if self.state.candidates is None else self._unseen_candidate(cfg),
+                fidelity, {"phase": "init"})
+
+    def _choices(self, centres: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        """Candidate configs and those to avoid (pending; on a finite set, done ones)."""
+        if self.state.candidates is None:
+            C = candidate_set(self.space, self._rng(self.state.n_asked, 1), centres=centres,
+                              n_global=self.n_candidates)
+            return C, [self.space.encode(t.config) for t in self.state.pending.values()]
+        C = self.state.candidate_X
+        full = {encoded_key(self.space.encode(t.config)) for i, t in self.state.trials.items()
+                if i in self.state.pending or (i in self.state.results
+                                               and self.state.results[i].n_evaluated >= self.r_max)}
+        left = np.array([c for c in C if encoded_key(c) not in full])
+        return (left, []) if len(left) else None
+
+
+class EIPerCostOptimizer(_Peer):
+    """``eipu``: log EI − log predicted tokens, at full fidelity."""
+
+    name = "eipu"
+    candidate_aware = True
+
+    def _propose(self) -> Proposal | None:
+        X, n, y = self.state.observations()
+        if len(y) + len(self.state.pending) < self.n_init or len(y) < 2:
+            return self._init(self.r_max)
+        model = fit_single_fidelity_gp(X, y, n, self._hyper)
+        self._hyper = hyperparameters(model)
+        mu, _ = posterior_mean_std(model, X)
+        got = self._choices(X[np.argsort(-mu)[:3]])
+        if got is None:
+            return None
+        C, taken = got
+        ei = LogExpectedImprovement(model, best_f=float(mu.max()))
+        cost = TokenCost(self)
+
+        def log_eipu(Xq: torch.Tensor) -> torch.Tensor:
+            return ei(Xq) - torch.log(cost(Xq).squeeze(-1).squeeze(-1))
+
+        log_eipu.model = model  # type: ignore[attr-defined]  # optimize_acqf_discrete reads it
+        avoid = as_tensor(np.array(taken)) if taken else None
+        best, _ = optimize_acqf_discrete(log_eipu, q=1, choices=as_tensor(C), X_avoid=avoid)
+        return self.space.decode(best[0].numpy()), self.r_max, {"phase": "bo"}
+
+
+class MFKGOptimizer(_Peer):
+    """``mfkg``: one-shot qMultiFidelityKnowledgeGradient with an affine token cost."""
+
+    name = "mfkg"
+    candidate_aware = True
+
+    def __init__(self, *args: Any, num_fantasies: int = 8, num_restarts: int = 2,
+                 raw_samples: int = 32, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.num_fantasies, self.num_restarts, self.raw_samples = (
+            num_fantasies, num_restarts, raw_samples)
+        self._options.update(num_fantasies=num_fantasies)
+
+    def _propose(self) -> Proposal | None:
+        from botorch.acquisition import PosteriorMean
+        from botorch.acquisition.cost_aware import InverseCostWeightedUtility
+        from botorch.acquisition.fixed_feature import FixedFeatureAcquisitionFunction
+        from botorch.acquisition.knowledge_gradient import qMultiFidelityKnowledgeGradient
+        from botorch.acquisition.utils import project_to_target_fidelity
+        from botorch.models.cost import AffineFidelityCostModel
+        from botorch.optim import optimize_acqf
+
+        X, n, y = self.state.observations()
+        if len(y) + len(self.state.pending) < self.n_init or len(y) < 2:
+            return self._init(self.r_min if len(y) % 2 else self.r_max)
+        d = self.space.dim
+        s = n / self.r_max
+        model = fit_multi_fidelity_gp(X, s, y, n, self._hyper)
+        self._hyper = hyperparameters(model)
+        alpha = float(np.mean(self.state.cost_model.alpha(
+            X, [self.state.max_completion(self.space.decode(x) | self.fixed) for x in X])))
+        cost = AffineFidelityCostModel(fidelity_weights={d: alpha * self.r_max},
+                                       fixed_cost=max(self.state.cost_model.beta(), 1.0))
+        target = {d: 1.0}
+
+        def project(Z: torch.Tensor) -> torch.Tensor:
+            return project_to_target_fidelity(X=Z, target_fidelities=target, d=d + 1)
+
+        bounds = torch.zeros(2, d + 1, dtype=torch.float64)
+        bounds[1] = 1.0
+        bounds[0, d] = self.r_min / self.r_max
+        cur = FixedFeatureAcquisitionFunction(PosteriorMean(model), d=d + 1, columns=[d],
+                                              values=[1.0])
+        _, cur_val = optimize_acqf(cur, bounds=bounds[:, :d], q=1, num_restarts=2,
+                                   raw_samples=32, retry_on_optimization_warning=False)
+        kg = qMultiFidelityKnowledgeGradient(
+            model=model, num_fantasies=self.num_fantasies, current_value=cur_val,
+            cost_aware_utility=InverseCostWeightedUtility(cost_model=cost), project=project)
+        cand, _ = optimize_acqf(kg, bounds=bounds, q=1, num_restarts=self.num_restarts,
+                                raw_samples=self.raw_samples, retry_on_optimization_warning=False,
+                                options={"batch_limit": 2, "maxiter": 20})
+        z = cand[0].detach().numpy()
+        r = int(round(float(np.clip(z[d], 0, 1)) * self.r_max))
+        cfg = self.space.decode(z[:d])
+        if self.state.candidates is not None:
+            got = self._choices(z[None, :d])
+            if got is None:
+                return None
+            C, _ = got
+            cfg = self.space.decode(C[int(np.argmin(((C - z[:d]) ** 2).sum(axis=1)))])
+        return cfg, max(self.r_min, min(r, self.r_max)), {"phase": "bo"}

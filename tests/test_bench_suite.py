@@ -1,0 +1,94 @@
+"""The benchmark suite: standard problems, BoTorch peers, the 2-seed smoke run and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecotune.bench.problems import PROBLEMS, ProblemEvaluator
+from ecotune.bench.runs import load_bench, replay_one
+from ecotune.bench.suite import mean_ci, score_at, summarise
+from ecotune.trial import Trial, TrialStatus
+
+
+def test_botorch_problems_match_their_known_optima() -> None:
+    """The normalised score is 1 at BoTorch's published optimiser (Branin's first)."""
+    pb = PROBLEMS["branin"]()
+    x = np.array([(-np.pi + 5) / 15, 12.275 / 15])  # argmin of Branin, mapped to [0, 1]
+    assert pb.true_score({"x0": x[0], "x1": x[1]}) == pytest.approx(1.0, abs=1e-4)
+    hart = PROBLEMS["hartmann"]()
+    xo = [0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573]
+    assert hart.true_score({f"x{j}": v for j, v in enumerate(xo)}) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_low_fidelity_is_biased_or_unbiased_as_declared() -> None:
+    rng = np.random.default_rng(0)
+    biased = PROBLEMS["branin"]()
+    U = rng.random((200, 2))
+    assert np.abs(biased.value(U, biased.r_min) - biased.value(U, biased.r_max)).mean() > 0.01
+    # a noisy prefix mean is unbiased over the draw of the instances (the problem's seed)
+    from ecotune.bench.problems import noisy_prefix
+
+    draws = [noisy_prefix("branin", seed=s) for s in range(40)]
+    u = U[:1]
+    prefix = np.mean([pb.value(u, 20)[0] for pb in draws])
+    truth = np.mean([pb.value(u, pb.r_max)[0] for pb in draws])
+    assert abs(prefix - truth) < 0.05 and 0.05 < truth < 0.95
+
+
+def test_problem_evaluator_keeps_the_token_limit_and_charges_alpha_r_plus_beta() -> None:
+    pb = PROBLEMS["hartmann"]()
+    ev = ProblemEvaluator(pb)
+    cfg = {f"x{j}": 0.5 for j in range(pb.dim)}
+    full = ev.evaluate(Trial(id=0, config=cfg, fidelity=50, token_limit=10**6))
+    assert full.status == TrialStatus.COMPLETE and full.tokens == 40 * 50 + 100
+    cut = ev.evaluate(Trial(id=1, config=cfg, fidelity=50, token_limit=1000))
+    assert cut.status == TrialStatus.PARTIAL and cut.tokens <= 1000 and cut.n_evaluated == 22
+    noisy = ProblemEvaluator(PROBLEMS["noisy-hartmann"]())
+    a = noisy.evaluate(Trial(id=2, config=cfg, fidelity=20, token_limit=10**6))
+    b = noisy.evaluate(Trial(id=3, config=cfg, fidelity=40, token_limit=10**6))
+    assert b.reused_tokens == a.tokens and b.instance_scores[:20] == a.instance_scores
+
+
+@pytest.mark.parametrize("method", ["eipu", "mfkg"])
+def test_botorch_peers_run_within_budget(method: str) -> None:
+    b = load_bench("branin")
+    r = replay_one(b, method, 0, 12_000)
+    assert r["tokens_used"] <= 12_000 and r["over_limit"] == 0 and r["trials"] >= 3
+    assert not np.isnan(r["final_true"])
+
+
+def test_summary_statistics() -> None:
+    m, h = mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and h == pytest.approx(2.4841, abs=1e-3)  # t(0.975, 2) * 1 / sqrt(3)
+    run = {"trajectory": [[100, 0.2], [300, 0.5]], "budget": 400}
+    assert np.isnan(score_at(run, 50)) and score_at(run, 200) == 0.2 and score_at(run, 400) == 0.5
+    runs = [{"problem": p, "method": m, "seed": 0, "budget": 10, "tokens_used": 10,
+             "oracle": 1.0, "trajectory": [[5, s]], "final_true": s}
+            for p, scores in (("a", {"x": 0.9, "y": 0.5}), ("b", {"x": 0.1, "y": 0.5}))
+            for m, s in scores.items()]
+    s = summarise(runs)
+    assert s["ranks"]["at100"] == {"x": 1.5, "y": 1.5} and s["max_spend_ratio"] == 1.0
+
+
+def test_suite_smoke_runs_resumes_and_rejects_bad_input(tmp_path: Path) -> None:
+    """The CI version of ``ecotune bench suite``: 2 seeds, 2 problems, 3 methods."""
+    from ecotune.bench.cli import main
+
+    out = tmp_path / "suite"
+    assert main(["suite", "--smoke", "--seeds", "2", "--out", str(out)]) == 0
+    runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == 2 * 2 * 3
+    assert {r["problem"] for r in runs} == {"branin", "noisy-branin"}
+    assert all(r["tokens_used"] <= r["budget"] and r["over_limit"] == 0 for r in runs)
+    md = (out / "report.md").read_text()
+    assert "Average rank" in md and "noisy-branin (unbiased" in md
+    assert (out / "branin.png").stat().st_size > 1000
+    before = (out / "runs.jsonl").read_text()
+    assert main(["suite", "--smoke", "--seeds", "2", "--out", str(out)]) == 0
+    assert (out / "runs.jsonl").read_text() == before  # resumed: nothing re-run
+    assert main(["suite", "--smoke", "--optimizers", "nope", "--out", str(out)]) == 2
+    assert (out / "runs.jsonl").read_text() == before

@@ -43,11 +43,13 @@ class TokenAwareExpectedImprovement(AnalyticAcquisitionFunction):
     Args:
         model: a fitted single-output model over (config, fidelity) inputs.
         best_f: the incumbent f* (score of the best configuration at r_max).
-        cost: maps inputs of shape (b, d+1) to expected tokens, shape (b,); must be > 0.
+        cost: the cost model: a BoTorch ``DeterministicModel`` such as
+            :class:`ecotune.cost.BoTorchTokenCost` (inputs (b, d+1) → tokens (b, 1)), or any
+            callable to tokens of shape (b,); costs must be > 0.
         xi: exploration margin: improvement is counted over ``f* + xi``.
 
     Example:
-        >>> acqf = TokenAwareExpectedImprovement(model, best_f=0.6, cost=cost_fn)
+        >>> acqf = TokenAwareExpectedImprovement(model, best_f=0.6, cost=token_cost_model)
         >>> log_eipt = acqf.log_ei_per_token(Z)  # Z: (b, 1, d+1)
     """
 
@@ -59,6 +61,8 @@ class TokenAwareExpectedImprovement(AnalyticAcquisitionFunction):
     def log_ei_per_token(self, X: Tensor) -> Tensor:
         """log EI − log E[T], shape (b,). X: (b, 1, d+1)."""
         c = self.cost(X.squeeze(-2))
+        if c.dim() == 2:  # a BoTorch model's (b, 1)
+            c = c.squeeze(-1)
         if torch.any(c <= 0):
             raise ValueError("token costs must be positive")
         return self.log_ei(X) - torch.log(c)

@@ -6,14 +6,22 @@ most recent trials, so the model follows drift (a server whose outputs get longe
 and predicts the cost of any (config, fidelity) before it runs. Until enough trials are
 seen it falls back to a prior built from the sampling limits: prompt tokens from a hint,
 completions at half of ``max_tokens``.
+
+`BoTorchTokenCost` puts the same model in BoTorch's shape (a ``DeterministicModel``,
+like BoTorch's ``AffineFidelityCostModel``) so acquisitions compose with it and it is
+valid at any point of the cube, not only on a precomputed grid.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
+from botorch.models.deterministic import DeterministicModel
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,36 @@ class TokenCostModel:
     @property
     def n_observations(self) -> int:
         return len(self.obs)
+
+
+class BoTorchTokenCost(DeterministicModel):
+    """Predicted tokens of a trial, ``E[T(θ, r)]``, as a BoTorch model.
+
+    Input rows are encoded configs (``[0, 1]^d``), with the fidelity as a last column when
+    ``fidelity`` is set, normalised as the surrogates do: ``s = (r − r_min)/(r_max − r_min)``
+    (without it every row is at ``r_max``). Each row is decoded to its config, whose
+    ``max_tokens`` (× samples, via ``max_completion``) bounds its completion; the
+    :class:`TokenCostModel` predicts the tokens. Output shape: ``X.shape[:-1] + (1,)``.
+    """
+
+    def __init__(self, cost: TokenCostModel, space: Any, max_completion: Callable[[dict], int],
+                 r_min: int, r_max: int, fixed: dict | None = None, fidelity: bool = True):
+        super().__init__()
+        self.cost, self.space, self.max_completion = cost, space, max_completion
+        self.r_min, self.r_max, self.fixed = r_min, r_max, dict(fixed or {})
+        self.fidelity = fidelity
+        self._num_outputs = 1
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        Z = X.detach().reshape(-1, X.shape[-1]).cpu().numpy()
+        d = self.space.dim
+        if self.fidelity:
+            r = self.r_min + np.clip(Z[:, d], 0.0, 1.0) * (self.r_max - self.r_min)
+        else:
+            r = np.full(len(Z), float(self.r_max))
+        max_tok = [self.max_completion(self.space.decode(z[:d]) | self.fixed) for z in Z]
+        tokens = self.cost.predict(Z[:, :d], max_tok, np.maximum(r, 1.0))
+        return torch.as_tensor(tokens, dtype=X.dtype).reshape(*X.shape[:-1], 1)
 
 
 def _ridge_prior(D: np.ndarray, y: np.ndarray, w: np.ndarray, pen: np.ndarray,

@@ -115,3 +115,33 @@ def test_ratio_rule_is_scale_free():
     assert choose_fidelity_ratio(v, tau=0.0) == 2
     with pytest.raises(ValueError):
         choose_fidelity_ratio(np.array([-np.inf, -np.inf]), 0.5)
+
+
+def test_cost_model_composes_with_the_acquisition_off_any_grid():
+    """The token cost model as a BoTorch model: same predictions as the cost model at any
+    point of the cube, and EI per token divides by exactly those."""
+    from ecotune.cost import BoTorchTokenCost, TokenCostModel
+    from ecotune.space import SearchSpace
+
+    space = SearchSpace.from_dict({"temperature": {"type": "float", "low": 0, "high": 1},
+                                   "max_tokens": {"type": "int", "low": 1, "high": 64}})
+    cm = TokenCostModel(prompt_tokens_hint=50)
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        x = rng.random(2)
+        mt = space.decode(x)["max_tokens"]
+        cm.observe(x, 10, 500, int(10 * mt * 0.4), mt)
+    cost = BoTorchTokenCost(cm, space, lambda c: int(c["max_tokens"]), r_min=2, r_max=42)
+    Z = rng.random((30, 3))  # arbitrary points, fidelity in the last column
+    got = cost(torch.as_tensor(Z)).squeeze(-1).numpy()
+    r = 2 + Z[:, 2] * 40
+    mts = [space.decode(z[:2])["max_tokens"] for z in Z]
+    np.testing.assert_allclose(got, cm.predict(Z[:, :2], mts, r), rtol=1e-9)
+    assert len(set(np.round(got, 6))) > 20  # depends on the point, not a fixed grid
+    model = _model()
+    acqf = TokenAwareExpectedImprovement(model, best_f=0.6, cost=cost)
+    with torch.no_grad():
+        eipt = acqf(torch.as_tensor(Z).unsqueeze(-2)).numpy()
+    mean, std = posterior_mean_std(model, Z)
+    np.testing.assert_allclose(eipt, expected_improvement(mean, std, 0.6) / got, rtol=1e-4,
+                               atol=1e-12)

@@ -2,7 +2,7 @@
 
 * ``eipu``: expected improvement per unit cost (Snoek et al. 2012; BoTorch's cost-aware
   tutorial): a GP on the score at full fidelity, the study's token cost model as a BoTorch
-  :class:`~botorch.models.deterministic.DeterministicModel`, and ``log EI(θ) − log E[T(θ)]``
+  model (:class:`ecotune.cost.BoTorchTokenCost`), and ``log EI(θ) − log E[T(θ)]``
   maximised over a candidate set. Every trial runs at ``r_max``.
 * ``mfkg``: BoTorch's :class:`~botorch.acquisition.knowledge_gradient.qMultiFidelityKnowledgeGradient`
   on a :class:`~botorch.models.SingleTaskMultiFidelityGP` with the fidelity ``s = r / r_max``
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 from botorch.acquisition.analytic import LogExpectedImprovement
-from botorch.models.deterministic import DeterministicModel
 from botorch.optim import optimize_acqf_discrete
 
 from ecotune.candidates import candidate_set
+from ecotune.cost import BoTorchTokenCost
 from ecotune.optimizers.base import Optimizer, Proposal, encoded_key
 from ecotune.surrogate import (
     as_tensor,
@@ -34,29 +34,6 @@ from ecotune.surrogate import (
     hyperparameters,
     posterior_mean_std,
 )
-
-
-class TokenCost(DeterministicModel):
-    """The study's token cost model as a BoTorch model: ``X`` (encoded configs, with the
-    fidelity ``s = r / r_max`` as last column when ``fidelity``) → predicted tokens of a
-    trial. Valid anywhere in the cube: each row is decoded to its config, whose
-    ``max_tokens`` bounds the completion."""
-
-    def __init__(self, opt: Optimizer, fidelity: bool = False):
-        super().__init__()
-        self._opt = opt
-        self._fidelity = fidelity
-        self._num_outputs = 1
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        Z = X.detach().reshape(-1, X.shape[-1]).numpy()
-        d = self._opt.space.dim
-        r = (np.clip(Z[:, d], 0, 1) * self._opt.r_max if self._fidelity
-             else np.full(len(Z), self._opt.r_max))
-        configs = [self._opt.space.decode(z[:d]) | self._opt.fixed for z in Z]
-        max_tok = [self._opt.state.max_completion(c) for c in configs]
-        cost = self._opt.state.cost_model.predict(Z[:, :d], max_tok, np.maximum(r, 1))
-        return torch.as_tensor(cost, dtype=X.dtype).reshape(*X.shape[:-1], 1)
 
 
 class _Peer(Optimizer):
@@ -107,7 +84,8 @@ class EIPerCostOptimizer(_Peer):
             return None
         C, taken = got
         ei = LogExpectedImprovement(model, best_f=float(mu.max()))
-        cost = TokenCost(self)
+        cost = BoTorchTokenCost(self.state.cost_model, self.space, self.state.max_completion,
+                              self.r_min, self.r_max, self.fixed, fidelity=False)
 
         def log_eipu(Xq: torch.Tensor) -> torch.Tensor:
             return ei(Xq) - torch.log(cost(Xq).squeeze(-1).squeeze(-1))
@@ -171,11 +149,26 @@ class MFKGOptimizer(_Peer):
                                 options={"batch_limit": 2, "maxiter": 20})
         z = cand[0].detach().numpy()
         r = int(round(float(np.clip(z[d], 0, 1)) * self.r_max))
+        r = max(self.r_min, min(r, self.r_max))
         cfg = self.space.decode(z[:d])
-        if self.state.candidates is not None:
-            got = self._choices(z[None, :d])
-            if got is None:
-                return None
-            C, _ = got
-            cfg = self.space.decode(C[int(np.argmin(((C - z[:d]) ** 2).sum(axis=1)))])
-        return cfg, max(self.r_min, min(r, self.r_max)), {"phase": "bo"}
+        if self.state.candidates is not None:  # the nearest candidate not yet measured at r
+            C = self.state.candidate_X
+            done = self._measured(C)
+            left = done < r
+            if not left.any():
+                r, left = self.r_max, done < self.r_max
+                if not left.any():
+                    return None
+            dist = np.where(left, ((C - z[:d]) ** 2).sum(axis=1), np.inf)
+            cfg = self.space.decode(C[int(np.argmin(dist))])
+        return cfg, r, {"phase": "bo"}
+
+    def _measured(self, C: np.ndarray) -> np.ndarray:
+        """Instances measured (or being measured) of each candidate so far."""
+        most: dict[tuple[float, ...], int] = {}
+        for i, t in self.state.trials.items():
+            res = self.state.results.get(i)
+            n = t.fidelity if res is None else res.n_evaluated
+            k = encoded_key(self.space.encode(t.config))
+            most[k] = max(most.get(k, 0), n)
+        return np.array([most.get(encoded_key(c), 0) for c in C])

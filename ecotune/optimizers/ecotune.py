@@ -31,6 +31,7 @@ from ecotune.acquisition import (
     log_lookahead_ei,
 )
 from ecotune.candidates import candidate_set
+from ecotune.cost import BoTorchTokenCost
 from ecotune.optimizers.base import Optimizer, Proposal, encoded_key
 from ecotune.pruning import incumbent_floor
 from ecotune.surrogate import (
@@ -256,15 +257,12 @@ class EcoTuneOptimizer(Optimizer):
         levels, L = self.levels, len(self.levels)
         Z = np.column_stack([np.repeat(C, L, axis=0),
                              np.tile(fidelity_to_unit(levels, self.r_min, self.r_max), len(C))])
-        max_tok = np.repeat([self.state.max_completion(self.space.decode(c) | self.fixed)
-                             for c in C], L)
-        cost = self.state.cost_model.predict(Z[:, :-1], max_tok, np.tile(levels, len(C)))
-
-        def cost_fn(Zt: torch.Tensor) -> torch.Tensor:  # Zt is Z: costs precomputed per row
-            return as_tensor(cost)
-
+        cost_model = BoTorchTokenCost(self.state.cost_model, self.space, self.state.max_completion,
+                                    self.r_min, self.r_max, self.fixed)
+        with torch.no_grad():
+            cost = cost_model(as_tensor(Z)).squeeze(-1).numpy()
         xi = self.state.budget.eta * float(np.std(y) if len(y) > 1 else 0.0)
-        acqf = TokenAwareExpectedImprovement(model, best_f=f_star, cost=cost_fn, xi=xi)
+        acqf = TokenAwareExpectedImprovement(model, best_f=f_star, cost=cost_model, xi=xi)
         with torch.no_grad(), gpytorch.settings.fast_pred_var():
             log_eipt = acqf.log_ei_per_token(as_tensor(Z).unsqueeze(-2)).numpy()
         penalty = self._pending_penalty(Z, model, fidelity=True)

@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 IMG_REG ?= ghcr.io/ecotune
 IMG_TAG ?= 0.1.0
 
-.PHONY: install tools demo test test-fast lint pipeline chart lint-images check-images images bench bench-tables bench-report serve-local clean
+.PHONY: install tools demo test test-fast lint pipeline chart lint-images check-images images bench bench-tables bench-suite bench-report serve-local clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml requirements/constraints.txt scripts/install.sh
@@ -65,14 +65,17 @@ bench: install
 clean:
 	rm -rf build .pytest_cache .ruff_cache
 
-# Re-record the replay tables with the embedded vLLM (about 6 minutes each on 2 cores; needs
-# `make serve-local` running, or ECOTUNE_VLLM_URL), then regenerate the reports.
-BENCH_URL ?= $(or $(ECOTUNE_VLLM_URL),http://127.0.0.1:8000)
+# Record the suite's LLM tables (256 Sobol configs + HELM x 200 instances, 3 repeats of
+# sampled configs) with the embedded model in vLLM's offline engine: hours on 2 CPU cores;
+# resumable (re-running skips what is recorded).
 bench-tables: install
-	$(VENV)/bin/ecotune bench collect --task arithmetic --engine-url $(BENCH_URL) --model smollm2-135m-instruct --n-configs 48 --instances 80 --out benchmarks/arithmetic.jsonl.gz
-	$(VENV)/bin/ecotune bench collect --task gsm8k_calc --engine-url $(BENCH_URL) --model smollm2-135m-instruct --n-configs 48 --instances 80 --out benchmarks/gsm8k_calc.jsonl.gz
+	for t in arithmetic gsm8k_calc; do $(VENV)/bin/ecotune bench collect --task $$t --n-configs 256 --instances 200 --repeats 3 --out benchmarks/tables/$$t-256x200.jsonl.gz || exit 1; done
 
-BENCH_OPTIMIZERS ?= ecotune,ecotune+paper,ecotune+noprune,random,qmc,botorch,cmaes,bohb,asha,tpe_hyperband,gp,tpe,helm
+# The whole issue-#11 suite (problems x methods x 30 seeds; resumable) and its report.
+bench-suite: install
+	$(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite
+
+BENCH_OPTIMIZERS ?= ecotune,ecotune+paper,ecotune+noprune,random,qmc,botorch,cmaes,bohb,asha,tpe_hyperband,gp,tpe,eipu,mfkg,helm
 bench-report: install
 	for t in arithmetic gsm8k_calc; do $(VENV)/bin/ecotune bench run --table benchmarks/$$t.jsonl.gz --budget 50000 --seeds 10 --optimizers $(BENCH_OPTIMIZERS) --out benchmarks/report_$${t}_restricted/ --restrict || exit 1; done
 	$(VENV)/bin/ecotune bench run --table synthetic --budget 50000 --seeds 10 --optimizers $(BENCH_OPTIMIZERS) --out benchmarks/report_synthetic/

@@ -111,7 +111,9 @@ def _suite(args: argparse.Namespace) -> int:
     smoke_methods = ("ecotune", "random", "bohb")
     methods = ([m.strip() for m in args.optimizers.split(",") if m.strip()] if args.optimizers
                else list(smoke_methods if args.smoke else METHODS))
-    bad = [m for m in methods if m not in OPTIMIZERS or m == "helm"]
+    from ecotune.bench.runs import EXPERIMENTS
+
+    bad = [m for m in methods if (m not in OPTIMIZERS and m not in EXPERIMENTS) or m == "helm"]
     if bad or args.seeds < 1:
         print(f"ecotune bench suite: unknown optimizers {bad}" if bad else
               "ecotune bench suite: --seeds must be >= 1", file=sys.stderr)

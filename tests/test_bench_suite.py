@@ -92,3 +92,28 @@ def test_suite_smoke_runs_resumes_and_rejects_bad_input(tmp_path: Path) -> None:
     assert (out / "runs.jsonl").read_text() == before  # resumed: nothing re-run
     assert main(["suite", "--smoke", "--optimizers", "nope", "--out", str(out)]) == 2
     assert (out / "runs.jsonl").read_text() == before
+
+
+def test_table_surrogate_ranks_held_out_configs_and_answers_any_config() -> None:
+    """YAHPO-style surrogate: fitted on a table, checked on configs it never saw, and a
+    trial at a config off the table is answered within its limit, prefixes nested."""
+    from ecotune.bench.collect import sobol_configs
+    from ecotune.bench.replay import Table
+    from ecotune.bench.surrogate_table import SurrogateEvaluator, TableSurrogate, cross_validate
+    from ecotune.bench.synthetic import SyntheticLandscape, synthetic_space
+
+    land = SyntheticLandscape(60, seed=3)
+    space = synthetic_space()
+    tb = Table.from_landscape(land, space, sobol_configs(space, 30, seed=0), 40)
+    cv = cross_validate(tb, folds=3)
+    assert cv["spearman"] > 0.6 and cv["configs"] == 30
+    sur = TableSurrogate(tb)
+    ev = SurrogateEvaluator(sur)
+    off = space.sample(np.random.default_rng(5), 1)[0]
+    a = ev.evaluate(Trial(id=0, config=off, fidelity=10, token_limit=10**6))
+    b = ev.evaluate(Trial(id=1, config=off, fidelity=30, token_limit=10**6))
+    assert a.status == TrialStatus.COMPLETE and b.instance_scores[:10] == a.instance_scores
+    assert b.reused_tokens == a.tokens
+    cut = ev.evaluate(Trial(id=2, config=space.sample(np.random.default_rng(6), 1)[0],
+                            fidelity=30, token_limit=400))
+    assert cut.tokens <= 400

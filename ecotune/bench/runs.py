@@ -58,6 +58,8 @@ def load_bench(table: str, r_min: int | None = None, r_max: int | None = None,
                      lambda seed: SyntheticEvaluator(land),
                      lambda c: float("nan") if c is None else land.true_score(c),
                      land.optimum(space, 5000), "dense random search (5000 configs)", {})
+    if table.startswith("surrogate:"):
+        return _surrogate_bench(table.removeprefix("surrogate:"), r_min, r_max)
     tb = Table.load(table)
     n = tb.n_instances
     if held_out:  # tune on the first 3/4 of the order, score the winner on the last 1/4
@@ -70,6 +72,22 @@ def load_bench(table: str, r_min: int | None = None, r_max: int | None = None,
                  lambda seed: ReplayEvaluator(tb, repeat=seed), tb.true_score,
                  float(tb.true_scores.max()),
                  f"best of the {tb.n_configs} table configs", fixed, tb)
+
+
+def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
+    """A table's surrogate (any config answers; the last quarter of instances held out)."""
+    from ecotune.bench.surrogate_table import SurrogateEvaluator, TableSurrogate
+
+    tb = Table.load(path)
+    tb.held_out_from = tb.n_instances - tb.n_instances // 4
+    sur = TableSurrogate(tb)
+    rng = np.random.default_rng(0)
+    oracle = max(sur.true_score(c) for c in [*tb.configs, *tb.space.sample(rng, 500)])
+    name = "surrogate-" + Path(path).name.removesuffix(".gz").removesuffix(".jsonl")
+    return Bench(name, tb.space, r_min or max(2, tb.held_out_from // 16),
+                 min(r_max or tb.held_out_from, tb.held_out_from),
+                 lambda seed: SurrogateEvaluator(sur), sur.true_score, oracle,
+                 "best of the table's and 500 random configs under the surrogate", {})
 
 
 #: experimental variants, benchmarked only here (not part of ``ecotune.optimizers``).

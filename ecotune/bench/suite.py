@@ -4,7 +4,8 @@ The protocol is fixed here, before any result (issue #11):
 
 * problems: the standard multi-fidelity problems of :mod:`ecotune.bench.problems` (biased
   and unbiased lower fidelities), the recorded LLM tables under ``benchmarks/tables/``
-  (finite candidate set, HPO-B style: every method chooses among the table's configs) and
+  (finite candidate set, HPO-B style: every method chooses among the table's configs), the
+  same tables' surrogates (:mod:`ecotune.bench.surrogate_table`: any config answers) and
   the synthetic landscape (kept, not evidence on its own);
 * budgets: 20 full evaluations on the function problems, 10 on the noisy-prefix ones, 2 on
   the LLM tables (so screening every table config is impossible), 50K tokens on synthetic;
@@ -56,6 +57,8 @@ def _budget(name: str, bench: Any) -> int:
         return int(10 * per)
     if name in PROBLEMS:
         return 20 * (ALPHA * bench.r_max + BETA)
+    if name.startswith("surrogate:"):
+        return _budget(name.removeprefix("surrogate:"), load_bench(name.removeprefix("surrogate:")))
     tb = bench.table
     full = (tb.prompt_tokens + tb.completion_tokens).sum(axis=1)
     return int(2 * float(np.mean(full)))
@@ -65,8 +68,9 @@ def suite_problems(smoke: bool = False) -> list[str]:
     """Every problem name (tables by path), or the CI smoke subset."""
     if smoke:
         return ["branin", "noisy-branin"]
-    tables = sorted(str(p) for p in TABLES_DIR.glob("*.jsonl.gz"))
-    return list(PROBLEMS) + tables + ["synthetic"]
+    tables = sorted(str(p) for p in [*TABLES_DIR.glob("*.jsonl.gz"),
+                                     *TABLES_DIR.parent.glob("*.jsonl.gz")])
+    return list(PROBLEMS) + tables + [f"surrogate:{t}" for t in tables] + ["synthetic"]
 
 
 def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = None,
@@ -99,6 +103,8 @@ def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = Non
 def _kind(name: str) -> str:
     if name in PROBLEMS:
         return PROBLEMS[name]().kind if name.startswith("noisy-") else "biased"
+    if name.startswith("surrogate:"):
+        return "llm-surrogate"
     return "synthetic" if name == "synthetic" else "llm-table"
 
 

@@ -49,9 +49,10 @@ def counting_engine(cfg: ChartConfig | dict[str, Any], engine_url: str = ""
                     ) -> Iterator[Any]:
     """The engine this step may ask for exact prompt token counts, or None.
 
-    The step's own ``engine_url`` when it has one; else the service the study config names
-    (``engine.base_url``, the pipeline's ``engine_url``) when it needs no API key: the key
-    Secret is mounted in evaluator pods only. With vLLM started inside the GPU evaluator
+    The step's own ``engine_url`` when it has one (the pipeline hands its ``engine_url``
+    and the API-key Secret to every step that calls the engine: ``pipelines.kube``); else
+    the service the study config names (``engine.base_url``) when it needs no API key: a
+    caller without the URL may lack the key too. With vLLM started inside the GPU evaluator
     pods there is none, and the study's trials are priced with the cost model's default
     prior (the same in every step: the header records it).
     """

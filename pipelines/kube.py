@@ -50,8 +50,7 @@ def control_plane_step(task: dsl.PipelineTask, o: PipelineOptions, step: str) ->
 def evaluator_step(task: dsl.PipelineTask, o: PipelineOptions) -> None:
     """The evaluator: against a service on CPU, or vLLM in the pod on GPU nodes."""
     _pod(task, o, "evaluate")
-    if o.api_key_secret:
-        kubernetes.use_secret_as_env(task, o.api_key_secret, {o.api_key_key: "ECOTUNE_API_KEY"})
+    engine_access(task, o)
     if not o.gpu_evaluator:
         _resources(task, o.evaluator_resources)
         return
@@ -75,6 +74,14 @@ def evaluator_step(task: dsl.PipelineTask, o: PipelineOptions) -> None:
                                    medium="Memory", size_limit=o.shm_size)
     if o.hf_token_secret:
         kubernetes.use_secret_as_env(task, o.hf_token_secret, {o.hf_token_key: "HF_TOKEN"})
+
+
+def engine_access(task: dsl.PipelineTask, o: PipelineOptions) -> None:
+    """The engine's API key (``ECOTUNE_API_KEY``, from ``api_key_secret``), for every step
+    that calls the engine: the evaluators, and the sample, ask and finalize steps, which
+    count prompt tokens or score held-out instances on the pipeline's ``engine_url``."""
+    if o.api_key_secret:
+        kubernetes.use_secret_as_env(task, o.api_key_secret, {o.api_key_key: "ECOTUNE_API_KEY"})
 
 
 def tracking_env(task: dsl.PipelineTask, o: PipelineOptions) -> None:

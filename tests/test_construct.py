@@ -5,8 +5,11 @@ import io
 
 import pytest
 
-from components import control_budget, evaluate_trial_op, sample_dataset, update_surrogate
 from components.chart_config import ChartConfig, ChartConfigError
+from components.control_budget import control_budget
+from components.evaluate_trial import evaluate_trial
+from components.sample_dataset import sample_dataset
+from components.update_surrogate import update_surrogate
 from ecotune.config import validate_study_config
 from ecotune.construct import build_optimizer, study_space
 from ecotune.journal import open_journal
@@ -41,7 +44,7 @@ def run_components(cfg: dict, tmp_path, rounds: int) -> str:
     for i in range(rounds):
         for item in update_surrogate.python_func(study=cfg, journal_uri=out.journal_uri,
                                                  manifest_uri=out.manifest_uri, q=1):
-            evaluate_trial_op.python_func(study=cfg, trial=item, engine_url="fake://")
+            evaluate_trial.python_func(study=cfg, trial=item, engine_url="fake://")
         if control_budget.python_func(study=cfg, journal_uri=out.journal_uri, round_index=i,
                                       max_rounds=rounds) != "continue":
             break

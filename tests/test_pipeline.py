@@ -95,7 +95,9 @@ def test_service_variant_kubernetes_config(tmp_path):
     names = {s["secretName"] for s in ev["secretAsEnv"]}
     assert names == {"s3-creds", "vllm-key"}
     fin = next(v for k, v in ex.items() if "finalize" in k)
-    assert {s["secretName"] for s in fin["secretAsEnv"]} == {"s3-creds", "mlflow-creds"}
+    # finalize scores held-out instances on the engine for the promotion: it has the key too
+    assert {s["secretName"] for s in fin["secretAsEnv"]} == {"s3-creds", "mlflow-creds",
+                                                             "vllm-key"}
     assert not any("nodeSelector" in v or "tolerations" in v for v in ex.values())
     images = {c["container"]["image"] for c in spec["deploymentSpec"]["executors"].values()}
     assert images == {"ghcr.io/ecotune/control-plane:0.1.0"}

@@ -134,3 +134,30 @@ def test_bad_pod_settings_are_refused_before_compiling(build, message):
     with pytest.raises(ValueError) as e:
         build()
     assert message in str(e.value)
+
+
+def test_steps_that_call_the_engine_get_its_url_and_api_key(tmp_path):
+    """sample and ask count exact prompt tokens on the engine (the cost prior and the
+    trials' token limits ``ecotune tune`` gets), the evaluators and finalize call it: each
+    gets the pipeline's ``engine_url`` and the key Secret as ``ECOTUNE_API_KEY``. The
+    controller only replays the journal: neither."""
+    path = compile_pipeline(tmp_path / "p.yaml", PipelineOptions(
+        max_rounds=2, api_key_secret="engine-key", api_key_key="token"))
+    spec, platform = list(yaml.safe_load_all(path.read_text()))
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    tasks = {n: t for d in dags for n, t in d["tasks"].items()}
+    calls = {"sample-dataset", "update-surrogate", "evaluate-trial", "finalize-study"}
+    assert sum(kind(n) == "update-surrogate" for n in tasks) == 2  # every round's ask
+    for name, task in tasks.items():
+        if kind(name) in calls:
+            url = task["inputs"]["parameters"]["engine_url"]["componentInputParameter"]
+            assert url in ("engine_url", "pipelinechannel--engine_url"), name
+        elif "componentRef" in task and not name.startswith(("exit-", "for-", "condition-")):
+            assert "engine_url" not in task["inputs"]["parameters"], name
+    kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert {kind(n) for n in kube} == set(KINDS)
+    key = {"secretName": "engine-key",
+           "keyToEnv": [{"secretKey": "token", "envVar": "ECOTUNE_API_KEY"}]}
+    for name, k in kube.items():
+        envs = [{f: s[f] for f in ("secretName", "keyToEnv")} for s in k["secretAsEnv"]]
+        assert (key in envs) == (kind(name) in calls), name

@@ -76,8 +76,11 @@ def test_pipeline_runs_rounds_within_budget(tmp_path, vllm_server, s3_server, ml
     import kfp.local
     from mlflow import MlflowClient
 
-    from components import control_budget, evaluate_trial_op, sample_dataset, update_surrogate
     from components._common import make_study_optimizer
+    from components.control_budget import control_budget
+    from components.evaluate_trial import evaluate_trial
+    from components.sample_dataset import sample_dataset
+    from components.update_surrogate import update_surrogate
     from ecotune.journal import open_journal
     from ecotune.s3 import S3Store
     from pipelines.ecotune_loop import PipelineOptions, build_pipeline
@@ -139,7 +142,7 @@ def test_pipeline_runs_rounds_within_budget(tmp_path, vllm_server, s3_server, ml
     assert first["n"] == 20 - 4 and first["aliases"][0] == "challenger"
     from kfp import dsl
 
-    from components import finalize_study
+    from components.finalize_study import finalize_study
 
     again = json.loads(finalize_study.python_func(
         study=cfg, journal_uri=journal, engine_url=vllm_server, run_key="",
@@ -157,7 +160,7 @@ def test_pipeline_runs_rounds_within_budget(tmp_path, vllm_server, s3_server, ml
     for i in range(MAX_ROUNDS):
         for item in update_surrogate.python_func(study=cfg, journal_uri=out.journal_uri,
                                                  manifest_uri=out.manifest_uri, q=BATCH):
-            evaluate_trial_op.python_func(study=cfg, trial=item, engine_url=vllm_server)
+            evaluate_trial.python_func(study=cfg, trial=item, engine_url=vllm_server)
         decisions.append(control_budget.python_func(study=cfg, journal_uri=out.journal_uri,
                                                     round_index=i, max_rounds=MAX_ROUNDS))
         if decisions[-1] != "continue":

@@ -120,8 +120,10 @@ def test_torn_last_line_is_tolerated_and_repaired(tmp_path: Path, counts) -> Non
 STEPS = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
-    from components import (control_budget, evaluate_trial_op, sample_dataset,
-                            update_surrogate)
+    from components.control_budget import control_budget
+    from components.evaluate_trial import evaluate_trial
+    from components.sample_dataset import sample_dataset
+    from components.update_surrogate import update_surrogate
     from components._common import rounds
     from ecotune.journal import open_journal
     from ecotune.testing.faults import MODEL
@@ -131,12 +133,12 @@ STEPS = textwrap.dedent("""
                        "budget_tokens": {budget}, "r_min": 2, "r_max": 6, "seed": 0,
                        "max_trials": 12, "search_space": None,
                        "fixed": {{"few_shot": 1, "max_tokens": 3}}}},
-             "engine": {{"type": "service", "served_model_name": MODEL,
-                        "max_concurrency": 1}},
+             "engine": {{"type": "service", "base_url": {url!r},
+                        "served_model_name": MODEL, "max_concurrency": 1}},
              "tracking": {{"enabled": False}}}}
     url = {url!r}
     out = sample_dataset.python_func(study=study, subsets_uri={store!r},
-                                     journal_uri={journal!r}, run_key="run")
+                                     journal_uri={journal!r}, run_key="run", engine_url=url)
     while True:
         recs = open_journal(out.journal_uri).records()
         i = len(rounds(recs))
@@ -144,8 +146,9 @@ STEPS = textwrap.dedent("""
             print("DONE", flush=True)
             break
         for item in update_surrogate.python_func(study=study, journal_uri=out.journal_uri,
-                                                 manifest_uri=out.manifest_uri, q=2):
-            evaluate_trial_op.python_func(study=study, trial=item, engine_url=url)
+                                                 manifest_uri=out.manifest_uri, q=2,
+                                                 engine_url=url):
+            evaluate_trial.python_func(study=study, trial=item, engine_url=url)
         control_budget.python_func(study=study, journal_uri=out.journal_uri,
                                    round_index=i, max_rounds=8)
 """)

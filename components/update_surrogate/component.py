@@ -6,7 +6,8 @@ from components.images import CONTROL_PLANE_IMAGE
 
 
 @dsl.component(base_image=CONTROL_PLANE_IMAGE, install_kfp_package=False)
-def update_surrogate(study: dict, journal_uri: str, manifest_uri: str, q: int) -> list:
+def update_surrogate(study: dict, journal_uri: str, manifest_uri: str, q: int,
+                     engine_url: str = "") -> list:
     """Ask up to ``q`` trials; one work item per trial feeds the round's ``dsl.ParallelFor``.
 
     Each item is ``{"trial_id", "journal_uri", "manifest_uri"}``: everything an evaluator
@@ -17,11 +18,13 @@ def update_surrogate(study: dict, journal_uri: str, manifest_uri: str, q: int) -
     pending (reserved budget, penalised by the acquisition). Asked-but-untold trials of an
     earlier, interrupted round come first with their original ids. When the optimizer is
     done the list is empty and a ``stop`` record with its reason goes to the journal.
+    Trials' worst cases use exact prompt tokens counted on ``engine_url``, so their token
+    limits are those ``ecotune tune`` sets (see ``components._common.counting_engine``).
     """
     from components._common import counting_engine, make_study_optimizer
 
     items: list[dict] = []
-    with counting_engine(study) as engine:  # exact prompt tokens, as `ecotune tune` has
+    with counting_engine(study, engine_url) as engine:
         opt = make_study_optimizer(study, journal_uri, engine=engine)
         while len(items) < int(q):
             trial = opt.ask()

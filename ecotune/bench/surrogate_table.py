@@ -8,7 +8,8 @@ instance's features (its difficulty, the mean correctness over the training conf
 its prompt length); a second model predicts completion tokens per instance. A trial at a
 config draws each instance's outcome as ``u_i < P(correct)`` with one fixed uniform per
 instance (common random numbers, so prefixes nest and configs are compared on the same
-draws) and is charged the recorded prompt tokens plus the predicted completion tokens.
+draws) and is charged the recorded prompt tokens (the same few-shot count gives the same
+prompt) plus the predicted completion tokens.
 
 The model is checked before use: :func:`cross_validate` fits it on 4/5 of the table's
 configs and reports the Spearman rank correlation between predicted and recorded full-table
@@ -22,8 +23,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ecotune.bench.replay import Table
-from ecotune.trial import Trial, TrialResult, TrialStatus
+from ecotune.bench.replay import Table, scan_prefix
+from ecotune.trial import Trial, TrialResult
 
 
 class TableSurrogate:
@@ -69,6 +70,14 @@ class TableSurrogate:
         cap = int(config.get("max_tokens", max(1, int(t.max()))))
         return np.clip(np.rint(t), 1, cap).astype(int)
 
+    def prompt_tokens(self, config: dict[str, Any]) -> np.ndarray:
+        """Prompt tokens on every instance: exact from a recorded config with the same
+        few-shot count (the prompt depends on nothing else), else the table's mean."""
+        shots = config.get("few_shot")
+        same = [k for k, c in enumerate(self.table.configs) if c.get("few_shot") == shots]
+        rows = self.table.prompt_tokens[same[0]] if same else self.table.prompt_tokens.mean(0)
+        return np.asarray(rows).astype(int)
+
     def true_score(self, config: dict[str, Any] | None) -> float:
         """The expected score over the held-out instances (``table.held_out_from`` on)."""
         if config is None:
@@ -93,27 +102,11 @@ class SurrogateEvaluator:
         worst = int(trial.config.get("max_tokens", int(comp.max())))
         key = json.dumps(trial.config, sort_keys=True, default=str)
         known = self.measured.get(key, 0)
-        spent = reused = 0
-        scores: list[float] = []
-        status = TrialStatus.COMPLETE
-        for i in range(min(trial.fidelity, tb.n_instances)):
-            cost = int(tb.prompt_tokens[:, i].mean()) + int(comp[i])
-            if i < known:
-                reused += cost
-            elif spent + cost - comp[i] + worst > trial.token_limit:
-                status = TrialStatus.PARTIAL
-                break
-            else:
-                spent += cost
-            scores.append(float(hits[i]))
-        self.measured[key] = max(known, len(scores))
-        if not scores:
-            return TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
-                               status=TrialStatus.FAILED, error="token limit below one instance")
-        return TrialResult(score=float(np.mean(scores)), prompt_tokens=spent, completion_tokens=0,
-                           n_evaluated=len(scores), status=status,
-                           instance_ids=tb.instance_ids[:len(scores)], instance_scores=scores,
-                           reused_tokens=reused)
+        prompt = sur.prompt_tokens(trial.config)
+        res = scan_prefix(trial, lambda i: (hits[i], int(prompt[i]), int(comp[i]), worst),
+                          tb.n_instances, known, tb.instance_ids)
+        self.measured[key] = max(known, res.n_evaluated)
+        return res
 
 
 def cross_validate(table: Table, folds: int = 5, seed: int = 0) -> dict[str, float]:

@@ -26,7 +26,8 @@ from botorch.optim import optimize_acqf_discrete
 
 from ecotune.candidates import candidate_set
 from ecotune.cost import BoTorchTokenCost
-from ecotune.optimizers.base import Optimizer, Proposal, encoded_key
+from ecotune.optimizers.base import Proposal, encoded_key
+from ecotune.optimizers.gp import BoTorchOptimizer
 from ecotune.surrogate import (
     as_tensor,
     fit_multi_fidelity_gp,
@@ -36,16 +37,9 @@ from ecotune.surrogate import (
 )
 
 
-class _Peer(Optimizer):
-    """Shared initial design and candidate handling."""
-
-    def __init__(self, *args: Any, n_init: int | None = None, n_candidates: int = 512,
-                 **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.n_init = int(n_init if n_init is not None else max(4, self.space.dim // 2 + 2))
-        self.n_candidates = n_candidates
-        self._hyper: dict | None = None
-        self._options.update(n_init=self.n_init)
+class _Peer(BoTorchOptimizer):
+    """The BoTorch baseline's initial design (``n_init`` Sobol configs) and candidate sets;
+    subclasses change the acquisition."""
 
     def _init(self, fidelity: int) -> Proposal:
         cfg = self._sobol_config()

@@ -82,9 +82,11 @@ def subsets_store(manifest_uri: str) -> str:
 
 
 def run_journal_uri(base: str, run_key: str) -> str:
-    """One journal per pipeline run, under the study's journal prefix."""
-    base = base.rstrip("/")
-    return f"{base}/{run_key}" if run_key else base
+    """This run's journal: its own under the study's journal prefix, or the previous run's
+    when that study stopped only for want of rounds (see :func:`ecotune.continuation.run_journal`)."""
+    from ecotune.continuation import run_journal
+
+    return run_journal(base, run_key)
 
 
 def rounds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -63,8 +63,8 @@ class ChartStudy(_Closed):
     budget_tokens: int = Field(gt=0)
     r_min: int = Field(ge=1)
     r_max: int = Field(ge=1)
-    #: EcoTune-only settings (tau, acquisition, early_stopping) are not passed to the other
-    #: optimizers: the chart's defaults apply to every study, whatever its optimizer
+    #: EcoTune-only settings (tau, acquisition, early_stopping, warm_start) are not passed to
+    #: the other optimizers: the chart's defaults apply to every study, whatever its optimizer
     tau: float | None = Field(None, ge=0)
     acquisition: Literal["lookahead", "paper"] | None = None
     early_stopping: bool | None = None
@@ -78,6 +78,9 @@ class ChartStudy(_Closed):
     search_space: dict[str, Any] | None = None
     candidates: list[dict[str, Any]] | None = None
     fixed: dict[str, Any] = Field(default_factory=dict)
+    #: start from an earlier study, ``{journal: previous | <uri>, top_k, observations}``
+    #: (checked by the library's WarmStartConfig; ``previous`` is the study's last run)
+    warm_start: dict[str, Any] | None = None
     #: a cost prior (prompt tokens per instance) instead of counting one
     prompt_tokens_hint: float | None = Field(None, gt=0)
 
@@ -249,7 +252,7 @@ class ChartConfig(_Closed):
         data = s.model_dump(by_alias=True, exclude={"model", "prompt_tokens_hint"},
                             exclude_none=True)
         if s.optimizer != "ecotune":
-            for k in ("tau", "acquisition", "early_stopping"):
+            for k in ("tau", "acquisition", "early_stopping", "warm_start"):
                 data.pop(k, None)
         data["engine"] = self.engine_spec(self.engine.base_url)
         if journal_uri:

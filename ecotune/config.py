@@ -135,6 +135,29 @@ class CacheConfig(BaseModel):
     uri: str | None = None
 
 
+class WarmStartConfig(BaseModel):
+    """Start from an earlier study of the same model and task (see :mod:`ecotune.warmstart`).
+
+    ``journal`` is that study's journal (local path or ``s3://``), or ``previous``: the
+    study's previous scheduled run (pipeline runs; a study with no previous run starts
+    cold). Its champion and best configs (``top_k`` in all) run first; with
+    ``observations``, its scored trials are prior data when task, model, search space and
+    fixed settings are the same (never charged to this study's budget).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    journal: str = Field(min_length=1)
+    top_k: int = Field(3, ge=0, le=50)
+    observations: bool = True
+
+    @model_validator(mode="after")
+    def _takes_something(self) -> WarmStartConfig:
+        if self.top_k == 0 and not self.observations:
+            raise ValueError("takes nothing: set top_k > 0 or observations: true")
+        return self
+
+
 class StudyConfig(BaseModel):
     """One tuning study (see the module docstring for an example)."""
 
@@ -169,6 +192,8 @@ class StudyConfig(BaseModel):
     #: a finite set of configs to choose from (vetted presets) instead of the whole space;
     #: each gives some of the searched settings, the rest take their neutral values.
     candidates: list[dict[str, Any]] | None = None
+    #: start from an earlier study: ``{journal: <uri> | previous, top_k, observations}``
+    warm_start: WarmStartConfig | None = None
     workdir: str = "runs"
     journal: str | None = None
     subsets: str | None = None
@@ -217,9 +242,12 @@ class StudyConfig(BaseModel):
             both = sorted(set(space.names) & set(self.fixed))
             if both:
                 raise ValueError(f"{both} both searched and fixed; keep each in one place")
-        for k in ("tau", "acquisition", "early_stopping"):
+        for k in ("tau", "acquisition", "early_stopping", "warm_start"):
             if getattr(self, k) is not None and self.optimizer != "ecotune":
                 raise ValueError(f"{k} applies only to optimizer 'ecotune'")
+        if self.warm_start is not None and self.warm_start.journal == self.journal_uri:
+            raise ValueError("warm_start.journal is this study's own journal (to go on "
+                             "with a study, resume it)")
         return self
 
     # -- derived locations ------------------------------------------------------------

@@ -9,7 +9,12 @@ study config and seed ask the same trials in-process and in a pipeline run:
   without one, the paper's space sized for the task (:func:`default_space`);
 * the same fixed settings (``max_tokens`` pinned to the task's default when it is neither
   searched nor fixed), options and stopping rules;
-* EcoTune's first trial is the HELM default when ``start_from_default`` (:func:`helm_first`);
+* EcoTune's first trials are the warm start's configs (an earlier study's champion and
+  best configs, :mod:`ecotune.warmstart`), then the HELM default when
+  ``start_from_default`` (:func:`helm_first`); the warm start's prior observations go to
+  the study state. What a study took is recorded in its journal header and a rebuild takes
+  the recorded warm start (:func:`study_warm_start`), so every step of a pipeline run and a
+  resumed study see the same, whatever became of the source;
 * the same prompt-token facts. With an engine to count them, trials' worst cases use the
   exact prompt tokens of the first r_max instances (:class:`~ecotune.prompt_tokens.PromptTokens`)
   and the cost model's prior is the mean prompt tokens at the task's usual few-shot count
@@ -27,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +41,8 @@ from ecotune.optimizers import make_optimizer
 from ecotune.optimizers.base import Optimizer
 from ecotune.space import SearchSpace, default_llm_space, helm_default
 from ecotune.tasks.base import Task
+
+log = logging.getLogger(__name__)
 
 #: StudyConfig keys that only EcoTune's own optimizer takes
 ECOTUNE_ONLY = ("tau", "acquisition", "early_stopping")
@@ -106,6 +114,44 @@ def tracking_header(cfg: StudyConfig, task: Task, space: SearchSpace, fixed: dic
     return {"spec": spec, "tags": tags, "study_config": cfg.dump()}
 
 
+def study_warm_start(cfg: StudyConfig, space: SearchSpace, fixed: dict[str, Any],
+                     header: dict[str, Any]) -> dict[str, Any] | None:
+    """The warm start the study records (:meth:`WarmStart.to_dict
+    <ecotune.warmstart.WarmStart.to_dict>`), or None.
+
+    A journal that has its header already records what its study took (or that it took
+    nothing), and that wins: a resumed study, and every later step of a pipeline run,
+    replays it. Otherwise it is read from ``cfg.warm_start``'s source (``previous``: the
+    journal of the study's previous pipeline run, :func:`ecotune.continuation.previous_journal`;
+    none, e.g. in ``ecotune tune`` or a study's first run: a cold start).
+
+    Raises:
+        WarmStartError: the source cannot be read or holds no study.
+    """
+    from ecotune.continuation import previous_journal
+    from ecotune.journal import journal_header
+    from ecotune.warmstart import PREVIOUS, read_warm_start, study_identity
+
+    if cfg.optimizer != "ecotune":
+        return None
+    head = journal_header(cfg.journal_uri)
+    if head is not None:
+        return head.get("warm_start") or None
+    ws = cfg.warm_start
+    if ws is None:
+        return None
+    source = previous_journal(cfg.journal_uri) if ws.journal == PREVIOUS else ws.journal
+    if source is None:
+        log.info("study %s: no previous run to warm-start from; it starts cold", cfg.name)
+        return None
+    identity = study_identity({"space": space.to_dict(), "options": {"fixed": fixed}, **header})
+    out = read_warm_start(source, space=space, identity=identity, top_k=ws.top_k,
+                          observations=ws.observations, r_max=cfg.r_max)
+    log.info("study %s: warm start from %s: %d configs, %s", cfg.name, source,
+             len(out.configs), out.reason)
+    return out.to_dict()
+
+
 def build_optimizer(cfg: StudyConfig, task: Task, *, engine: Any = None,
                     order: Sequence[str] | None = None, model: str | None = None,
                     prompt_tokens_hint: float | None = None) -> Optimizer:
@@ -122,6 +168,7 @@ def build_optimizer(cfg: StudyConfig, task: Task, *, engine: Any = None,
 
     Raises:
         JournalError: the journal holds another study.
+        WarmStartError: the warm start's source cannot be read.
         ValueError: the config does not fit the optimizer (candidates outside the space...).
         SearchSpaceError: the search space is invalid.
     """
@@ -130,8 +177,17 @@ def build_optimizer(cfg: StudyConfig, task: Task, *, engine: Any = None,
 
     space, fixed = study_space(cfg, task)
     options = optimizer_options(cfg, fixed)
+    model = model or str(getattr(cfg.engine, "model", None) or "local")
+    header = tracking_header(cfg, task, space, fixed, model)
+    warm = study_warm_start(cfg, space, fixed, header)
+    initial = [space.canonical(c) for c in (warm or {}).get("configs", [])]
     if cfg.optimizer == "ecotune" and cfg.start_from_default:
-        options["initial_configs"] = helm_first(space, task.default_max_tokens)
+        initial += [c for c in map(space.canonical, helm_first(space, task.default_max_tokens))
+                    if c not in initial]
+    if initial:
+        options["initial_configs"] = initial
+    if warm is not None:
+        options["warm_start"] = warm
     if engine is not None:
         ids = list(order if order is not None else nested_order(task.instances(), cfg.seed))
         counts = PromptTokens(task, engine, ids[:cfg.r_max])
@@ -140,9 +196,7 @@ def build_optimizer(cfg: StudyConfig, task: Task, *, engine: Any = None,
             prompt_tokens_hint = float(counts(cost_prior_config(task, space, fixed)).mean())
     if prompt_tokens_hint is not None:
         options["prompt_tokens_hint"] = prompt_tokens_hint
-    model = model or str(getattr(cfg.engine, "model", None) or "local")
     return make_optimizer(cfg.optimizer, space=space, budget_tokens=cfg.budget_tokens,
                           r_min=cfg.r_min, r_max=cfg.r_max, seed=cfg.seed,
                           journal=cfg.journal_uri, study_name=cfg.name,
-                          header_extra=tracking_header(cfg, task, space, fixed, model),
-                          **options)
+                          header_extra=header, **options)

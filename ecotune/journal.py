@@ -12,12 +12,17 @@ Two layouts, one interface:
   a torn last line (a crash mid-write) is ignored on read and repaired on next append;
 * ``s3://bucket/prefix``: one object per record (object puts are atomic), named by a
   time-sortable id, so concurrent writers (a pipeline's parallel evaluators) never clash.
+
+A journal URI may end in ``#run=<key>``: one pipeline run's view of a study journal that
+several runs continue (:class:`RunJournal`; see :mod:`ecotune.continuation`). ``#after=<key>``
+names the previous run of a study and changes nothing here.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -36,6 +41,10 @@ class Journal(Protocol):
     def append(self, record: dict[str, Any]) -> dict[str, Any]: ...
 
     def records(self) -> list[dict[str, Any]]: ...
+
+    def first(self) -> dict[str, Any] | None:
+        """The first record written (a study's header), reading as little as possible."""
+        ...
 
 
 def _stamp(record: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +111,18 @@ class LocalJournal:
     def records(self) -> list[dict[str, Any]]:
         return _dedup(self._read_raw()[0])
 
+    def first(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        with self.path.open("rb") as f:
+            line = f.readline()
+        if not line.endswith(b"\n"):
+            return None  # empty, or a torn first record
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError as e:
+            raise JournalError(f"{self.path}: corrupt first record: {e}") from e
+
 
 def _intact_length(fd: int, chunk: int = 1 << 16) -> int:
     """Bytes up to and including the last newline: a torn tail is whatever follows it.
@@ -144,13 +165,100 @@ class StoreJournal:
         out.sort(key=lambda r: (r.get("ts", 0.0), r.get("uid", "")))
         return _dedup(out)
 
+    def first(self) -> dict[str, Any] | None:
+        # object names start with the writer's time_ns: the first name is the first record,
+        # unless writers' clocks disagree; a header not found there is looked for in all
+        keys = [k for k in self.store.list(self.prefix) if k.endswith(".json")]
+        if not keys:
+            return None
+        try:
+            rec = json.loads(self.store.read_bytes(keys[0]))
+        except json.JSONDecodeError as e:
+            raise JournalError(f"{self.uri}: corrupt record {keys[0]}: {e}") from e
+        if rec.get("type") == "study":
+            return rec
+        recs = self.records()
+        return next((r for r in recs if r.get("type") == "study"), recs[0] if recs else None)
+
+
+#: record types that belong to one pipeline run of a study, not to the study: the run's
+#: rounds, its ``stop`` and its ``final`` summary
+RUN_SCOPED = frozenset({"round", "stop", "final"})
+
+
+class RunJournal:
+    """One pipeline run's view of a study journal that several runs continue.
+
+    The study's records (header, asks, holds, instances, tells) are shared: every run
+    replays them all, so a continuation run is the same study. The run-scoped records
+    (:data:`RUN_SCOPED`) are this run's own: they are stored under ``<key>@<run>`` and
+    read back under their plain key, and other runs' are not shown, so a continuation's
+    round 0 is not the first run's round 0.
+
+    Args:
+        inner: the study journal.
+        run: this run's key (its KFP run id).
+        uri: the URI it was opened with (``<study journal>#run=<run>``).
+    """
+
+    def __init__(self, inner: Journal, run: str, uri: str):
+        self.inner, self.run, self.uri = inner, run, uri
+
+    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+        if record.get("type") in RUN_SCOPED:
+            stored = self.inner.append({**record, "key": f"{record['key']}@{self.run}",
+                                        "run": self.run})
+            return {**stored, "key": record["key"]}
+        return self.inner.append(record)
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for r in self.inner.records():
+            if r.get("type") in RUN_SCOPED:
+                if r.get("run") != self.run:
+                    continue
+                r = {**r, "key": str(r["key"]).removesuffix(f"@{self.run}")}
+            out.append(r)
+        return out
+
+    def first(self) -> dict[str, Any] | None:
+        return self.inner.first()
+
+
+_FRAGMENT = re.compile(r"^(?:(?:run|after)=[A-Za-z0-9._:-]+)(?:&(?:run|after)=[A-Za-z0-9._:-]+)*$")
+
+
+def split_uri(uri: str) -> tuple[str, dict[str, str]]:
+    """``(journal location, {run, after})`` of a journal URI. A ``#`` that is not followed
+    by ``run=``/``after=`` parameters is part of the location (a local path may hold one)."""
+    head, sep, frag = str(uri).rpartition("#")
+    if not sep or not _FRAGMENT.match(frag):
+        return str(uri), {}
+    return head, dict(p.split("=", 1) for p in frag.split("&"))
+
+
+def with_params(location: str, **params: str | None) -> str:
+    """A journal URI: ``location`` with the given ``run``/``after`` parameters (None: none)."""
+    frag = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if v)
+    uri = f"{location}#{frag}" if frag else location
+    if frag and split_uri(uri) != (location, {k: v for k, v in params.items() if v}):
+        raise ValueError(f"cannot carry {params} in a journal URI (letters, digits, ._:-)")
+    return uri
+
 
 def open_journal(uri: str | os.PathLike[str]) -> Journal:
-    """Open (or create on first append) the journal at a local path or ``s3://`` prefix."""
-    uri = str(uri)
-    if is_s3(uri):
-        return StoreJournal(open_store(uri))
-    return LocalJournal(uri)
+    """Open (or create on first append) the journal at a local path or ``s3://`` prefix;
+    with ``#run=<key>``, that run's :class:`RunJournal` view of it."""
+    location, params = split_uri(str(uri))
+    inner: Journal = (StoreJournal(open_store(location)) if is_s3(location)
+                      else LocalJournal(location))
+    return RunJournal(inner, params["run"], str(uri)) if "run" in params else inner
+
+
+def journal_header(uri: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``study`` header of the journal at ``uri``, or None when it has none (yet)."""
+    first = open_journal(uri).first()
+    return first if first is not None and first.get("type") == "study" else None
 
 
 def _json_default(o: Any) -> Any:

@@ -39,6 +39,7 @@ from ecotune.tasks import TaskDataError, make_task
 from ecotune.tasks.base import Task
 from ecotune.tracking.callback import TrackingCallback, make_tracker
 from ecotune.tracking.promotion import run_promotion
+from ecotune.warmstart import WarmStartError
 
 
 # ---------------------------------------------------------------------------------- pieces
@@ -167,6 +168,8 @@ def _make_optimizer(cfg: StudyConfig, task: Task, order: list[str], engine: Any,
     except JournalError as e:
         raise StudyConfigError(f"{e}; resume with the config the study was started with "
                                "(or `ecotune resume --journal PATH`)") from e
+    except WarmStartError as e:  # warm_start.journal names no readable study
+        raise StudyConfigError(str(e)) from e
     except ValueError as e:
         raise StudyConfigError(str(e)) from e
     head = opt.state.header_extra

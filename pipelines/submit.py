@@ -19,6 +19,12 @@ to ``kfp.Client`` explicitly (with a host set, kfp would not read the token by i
 A one-off run is not created while another run of the study is still pending or running
 (scheduled runs must not overlap: they share the study's journal and budget); it is
 skipped with exit code 0 and a line saying why.
+
+A run is told which run of the study came before it (its ``journal_uri`` ends in
+``#after=<previous run id>``, :func:`ecotune.continuation.continuation_uri`): when that
+study stopped only because the pipeline's compiled rounds ran out (``max_rounds``) and its
+budget is not spent, the new run continues it on the same journal; otherwise it starts a
+new study, which ``warm_start: {journal: previous}`` warm-starts from the previous one.
 """
 
 from __future__ import annotations
@@ -60,12 +66,17 @@ def _chart(cfg: Config) -> ChartConfig:
         raise SubmitError(str(e)) from e
 
 
-def pipeline_arguments(cfg: Config, batch_size: int = 4) -> dict[str, Any]:
-    """The pipeline's runtime parameters for a study config."""
+def pipeline_arguments(cfg: Config, batch_size: int = 4, previous_run: str | None = None
+                       ) -> dict[str, Any]:
+    """The pipeline's runtime parameters for a study config; ``previous_run``: the KFP run
+    id of the study's previous run (its journal may be continued, or warm-start this one)."""
+    from ecotune.continuation import continuation_uri
+
     c = _chart(cfg)
     st, name = c.storage, c.study.name
     if st.enabled:
-        journal, subsets = st.journal_uri, st.artifacts_uri or st.journal_uri
+        journal = continuation_uri(st.journal_uri or "", previous_run)
+        subsets = st.artifacts_uri or st.journal_uri
     else:  # no shared storage: only meaningful for single-pod local runs
         journal, subsets = f"/tmp/ecotune/{name}/journal", f"/tmp/ecotune/{name}"
     return {"study": strip_nulls(c.dump()), "journal_uri": journal, "subsets_uri": subsets,
@@ -130,24 +141,32 @@ def submit(cfg: Config, client: Any, *, recurring: bool = False, disabled: bool 
     k, name = cfg.kfp, cfg.study.name
     prefix = k.run_name_prefix or f"ecotune-{name}"
     experiment = k.experiment or "ecotune"
-    args = pipeline_arguments(cfg, batch_size)
     with tempfile.TemporaryDirectory(prefix="ecotune-submit-") as tmp:
         pkg = package_for(cfg, tmp, max_rounds, parallelism)
         exp = client.create_experiment(experiment, namespace=namespace(cfg))
         exp_id = exp.experiment_id
-        common = {"params": args, "pipeline_root": k.pipeline_root or None,
+        common = {"pipeline_root": k.pipeline_root or None,
                   "service_account": k.service_account or None}
         if not recurring:
             key = os.environ.get("ECOTUNE_JOB_NAME") or \
                 (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d-%H%M")
             run_name = key if key.startswith(prefix) else f"{prefix}-{key}"
-            busy = _active_or_same(client, exp_id, prefix, run_name)
+            runs = _list_runs(client, exp_id)
+            busy = _active_or_same(runs, prefix, run_name)
             if busy is not None:
                 return {"kind": "skipped", "name": run_name, "id": busy[0], "reason": busy[1]}
+            previous = _latest_run(runs, prefix)
+            args = pipeline_arguments(cfg, batch_size, previous.run_id if previous else None)
             run = client.run_pipeline(experiment_id=exp_id, job_name=run_name,
                                       pipeline_package_path=pkg, enable_caching=False,
-                                      **common)
-            return {"kind": "run", "name": run_name, "id": run.run_id}
+                                      params=args, **common)
+            done = {"kind": "run", "name": run_name, "id": run.run_id}
+            if previous is not None:
+                done["after"] = previous.run_id
+            return done
+        # a recurring run's parameters are fixed when it is registered: its runs cannot
+        # name the run before them (no continuation, no warm start from "previous")
+        common["params"] = pipeline_arguments(cfg, batch_size)
         cron = cfg.schedule.cron
         if not cron:
             raise SubmitError("--recurring needs schedule.cron in the study config")
@@ -186,22 +205,49 @@ ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "PAUSED", "CANCELING",
                            "RUNTIME_STATE_UNSPECIFIED"})
 
 
-def _active_or_same(client: Any, exp_id: str, prefix: str, run_name: str
-                    ) -> tuple[str, str] | None:
-    """(run id, why) of a run that makes a new one wrong: the same run already submitted (a
-    retried submit), or a run of the study still active (runs must not overlap)."""
+def _list_runs(client: Any, exp_id: str) -> list[Any]:
+    """Every run of the experiment (all pages)."""
+    runs: list[Any] = []
     token = ""
     while True:
         resp = client.list_runs(experiment_id=exp_id, page_size=100, page_token=token)
-        for r in resp.runs or []:
-            name = r.display_name or ""
-            if name == run_name:
-                return r.run_id, f"run {name} was already submitted"
-            if name.startswith(f"{prefix}-") and str(r.state or "").upper() in ACTIVE_STATES:
-                return r.run_id, f"run {name} of this study is still {r.state}"
+        runs.extend(resp.runs or [])
         token = resp.next_page_token or ""
         if not token:
-            return None
+            return runs
+
+
+def _active_or_same(runs: list[Any], prefix: str, run_name: str) -> tuple[str, str] | None:
+    """(run id, why) of a run that makes a new one wrong: the same run already submitted (a
+    retried submit), or a run of the study still active (runs must not overlap)."""
+    for r in runs:
+        name = r.display_name or ""
+        if name == run_name:
+            return r.run_id, f"run {name} was already submitted"
+    for r in runs:
+        name = r.display_name or ""
+        if name.startswith(f"{prefix}-") and str(r.state or "").upper() in ACTIVE_STATES:
+            return r.run_id, f"run {name} of this study is still {r.state}"
+    return None
+
+
+def _latest_run(runs: list[Any], prefix: str) -> Any | None:
+    """The study's most recently created run (its journal may be continued), or None."""
+    mine = [(i, r) for i, r in enumerate(runs)
+            if (r.display_name or "").startswith(f"{prefix}-") and r.run_id]
+    if not mine:
+        return None
+    return max(mine, key=lambda ir: (_created(ir[1]), ir[0]))[1]
+
+
+def _created(run: Any) -> float:
+    """A run's creation time in epoch seconds (kfp gives a datetime; 0 when absent)."""
+    t = getattr(run, "created_at", None)
+    if isinstance(t, str):
+        t = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    if isinstance(t, dt.datetime):
+        return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    return 0.0
 
 
 def _recurring_runs(client: Any, exp_id: str, name: str) -> list[str]:
@@ -255,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     if done["kind"] == "deleted":
         print(f"deleted recurring run {done['name']} ({done['id']})")
         return 0
-    print(f"submitted {done['kind']} {done['name']} ({done['id']})")
+    after = f", after run {done['after']}" if done.get("after") else ""
+    print(f"submitted {done['kind']} {done['name']} ({done['id']}{after})")
     return 0
 
 

@@ -323,7 +323,8 @@ def test_retried_or_overlapping_submits_do_not_create_runs(monkeypatch):
     client = FakeClient([SimpleNamespace(run_id="r1", display_name=other.display_name,
                                          state="FAILED")])
     done = submit_mod.submit(STUDY, client, max_rounds=2)
-    assert done == {"kind": "run", "name": "ecotune-llama-cron-29000000", "id": "run-1"}
+    assert done == {"kind": "run", "name": "ecotune-llama-cron-29000000", "id": "run-1",
+                    "after": "r1"}  # the new run may continue r1's study (test_continuation)
 
 
 def test_the_projected_token_reaches_a_kfp_api_server(tmp_path, monkeypatch):

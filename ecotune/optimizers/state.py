@@ -60,6 +60,10 @@ class StudyState:
             then use exact prompt tokens, and the cost model predicts only completions.
         candidates: a finite set of allowed configs (vetted presets, or the configs of a
             recorded benchmark table); every trial's config is one of them.
+        warm_start: what the study takes from an earlier one
+            (:meth:`ecotune.warmstart.WarmStart.to_dict`), recorded in the journal header; a
+            resumed journal must record the same. Its observations are prior data: in
+            :meth:`observations` and the cost model, never charged, never results.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class StudyState:
         header_extra: dict[str, Any] | None = None,
         candidates: list[dict[str, Any]] | None = None,
         prompt_tokens: Callable[[dict[str, Any]], np.ndarray] | None = None,
+        warm_start: dict[str, Any] | None = None,
     ):
         if not isinstance(space, SearchSpace):
             raise TypeError("space must be an ecotune.SearchSpace")
@@ -120,6 +125,9 @@ class StudyState:
                             if self.candidates is not None else None)
         if self.candidates is not None:
             self.options["candidates"] = self.candidates
+        self.warm_start = dict(warm_start) if warm_start else None
+        #: prior observations of the warm start: (encoded config, instances, score) rows
+        self.prior: list[tuple[np.ndarray, float, float]] = []
         self.journal = open_journal(journal) if journal is not None else None
 
     # ------------------------------------------------------------------ journal / resume
@@ -129,7 +137,9 @@ class StudyState:
                 "space": self.space.to_dict(), "budget_tokens": self.budget.budget_tokens,
                 "r_min": self.r_min, "r_max": self.r_max, "seed": self.seed,
                 "study_name": self.study_name, "options": options,
-                "prompt_tokens_hint": self.cost_model.prompt_hint, **self.header_extra}
+                "prompt_tokens_hint": self.cost_model.prompt_hint,
+                **({"warm_start": self.warm_start} if self.warm_start else {}),
+                **self.header_extra}
 
     def open(self, header: dict[str, Any], on_ask: Callable[[Trial, dict[str, Any]], None],
              on_tell: Callable[[Trial, TrialResult], None]) -> None:
@@ -146,10 +156,12 @@ class StudyState:
             JournalError: the journal has no header or holds another study.
         """
         if self.journal is None:
+            self._take_prior()
             return
         records = self.journal.records()
         if not records:
             self.journal.append(header)
+            self._take_prior()
             return
         head = next((r for r in records if r["type"] == "study"), None)
         if head is None:
@@ -159,9 +171,15 @@ class StudyState:
                 raise JournalError(
                     f"{self.journal.uri} holds another study: its {k} is {head.get(k)!r}, "
                     f"this one's is {header[k]!r}")
+        if (head.get("warm_start") or None) != self.warm_start:
+            raise JournalError(
+                f"{self.journal.uri} was warm-started otherwise: it records "
+                f"{_source(head.get('warm_start'))}, this study {_source(self.warm_start)} "
+                "(build_optimizer takes the recorded one)")
         recorded = head.get("prompt_tokens_hint")
         if recorded is not None and float(recorded) != self.cost_model.prompt_hint:
             self.cost_model = TokenCostModel(float(recorded))
+        self._take_prior()
         for rec in records:
             if rec["type"] == "ask":
                 trial = Trial.from_dict(rec["trial"])
@@ -172,6 +190,18 @@ class StudyState:
                 result = TrialResult.from_dict(rec["result"])
                 on_tell(self._apply_tell(rec["trial_id"], result), result)
         self._reissue = sorted(self.pending)
+
+    def _take_prior(self) -> None:
+        """The warm start's observations: rows for :meth:`observations`, token counts for
+        the cost model. Nothing is charged."""
+        self.prior = []
+        for o in (self.warm_start or {}).get("observations") or []:
+            x = self.space.encode(o["config"])
+            n = int(min(int(o["n"]), self.r_max))
+            self.prior.append((x, float(n), float(o["score"])))
+            self.cost_model.observe(x, n, int(o.get("prompt_tokens", 0)),
+                                    int(o.get("completion_tokens", 0)),
+                                    self.max_completion(o["config"]))
 
     def reissue(self) -> Trial | None:
         """The next trial a resumed study asked but never told (original id), or None."""
@@ -294,10 +324,12 @@ class StudyState:
         return sum(r.reused_tokens for r in self.results.values())
 
     def observations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Encoded configs (N, d), instances evaluated (N,), scores (N,) of scored trials."""
-        rows = [(self.space.encode(self.trials[i].config), r.n_evaluated, r.score)
-                for i, r in sorted(self.results.items())
-                if r.score is not None and r.n_evaluated > 0 and r.status != TrialStatus.FAILED]
+        """Encoded configs (N, d), instances evaluated (N,), scores (N,) of scored trials,
+        after the warm start's prior observations (first; see :mod:`ecotune.warmstart`)."""
+        rows = list(self.prior) + [
+            (self.space.encode(self.trials[i].config), r.n_evaluated, r.score)
+            for i, r in sorted(self.results.items())
+            if r.score is not None and r.n_evaluated > 0 and r.status != TrialStatus.FAILED]
         if not rows:
             return np.zeros((0, self.space.dim)), np.zeros(0), np.zeros(0)
         X, n, y = zip(*rows, strict=True)
@@ -330,6 +362,10 @@ class StudyState:
         if spent and sum(spent) > 0:
             return sum(spent) / len(spent)
         return max(self.min_trial_cost(), 1.0)
+
+
+def _source(warm_start: dict[str, Any] | None) -> str:
+    return f"a warm start from {warm_start.get('source')}" if warm_start else "no warm start"
 
 
 def check_candidates(space: SearchSpace,

@@ -146,7 +146,9 @@ def test_pipeline_serve_vllm_starts_waits_and_stops(tmp_path, monkeypatch):
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     port = free_port()
-    with serve_vllm({"study": {"model": "m"}}, port=port, timeout_s=30) as url:
+    from components.testing import study_config
+
+    with serve_vllm(study_config(), port=port, timeout_s=30) as url:
         assert url == f"http://127.0.0.1:{port}"
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200
     with pytest.raises(httpx.ConnectError):

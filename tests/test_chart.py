@@ -31,7 +31,7 @@ def test_check_chart_script_passes(tmp_path: Path) -> None:
     assert "all scenarios passed" in res.stdout
     # every scenario was rendered and validated, the ci/ ones included
     scenarios = ["default"] + [f"{f.parent.name}-{f.stem}" for f in
-                               sorted([*EXAMPLES.glob("*.yaml"), *CI.glob("*.yaml")])]
+                               sorted([*EXAMPLES.glob("*.yaml"), *CI.glob("*-values.yaml")])]
     assert len(scenarios) >= 6
     for name in scenarios:
         assert (tmp_path / f"{name}.yaml").exists(), name

@@ -1,5 +1,6 @@
 {{/*
-A `helm test` pod that runs one shell check with the pinned curl image.
+A `helm test` pod that runs one shell check with the pinned curl image, with the chart's
+podSecurityContext/securityContext (a high non-root UID: curl needs no user of the image).
 Args: dict "root" $ "name" suffix "script" "sh -c text" "env" (list of env entries).
 */}}
 {{- define "ecotune.testPod" -}}
@@ -19,10 +20,7 @@ spec:
   automountServiceAccountToken: false
   {{- with include "ecotune.imagePullSecrets" $root }}{{ . | nindent 2 }}{{ end }}
   securityContext:
-    runAsNonRoot: true
-    runAsUser: 100
-    runAsGroup: 101
-    seccompProfile: {type: RuntimeDefault}
+    {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
   containers:
     - name: check
       image: {{ include "ecotune.image" $root.Values.tests.image }}
@@ -37,7 +35,5 @@ spec:
       resources:
         {{- toYaml $root.Values.tests.resources | nindent 8 }}
       securityContext:
-        allowPrivilegeEscalation: false
-        readOnlyRootFilesystem: true
-        capabilities: {drop: [ALL]}
+        {{- toYaml $root.Values.securityContext | nindent 8 }}
 {{- end -}}

@@ -76,6 +76,48 @@ def engine_spec(cfg: ChartConfig | dict[str, Any], engine_url: str) -> dict[str,
     return chart(cfg).engine_spec(engine_url)
 
 
+def run_engine_spec(cfg: ChartConfig | dict[str, Any], run_key: str,
+                    namespace: str | None = None) -> Any:
+    """The run's vLLM engine (:class:`ecotune.run_engine.RunEngineSpec`) for a study with
+    ``engine.gpu_evaluator.engine: perRun``: its GPU settings, the evaluator image (which
+    ships ``vllm``), the API key and HF token Secrets, and the pipeline pods' pull secrets,
+    labels, annotations and GPU-evaluator resources; in this pod's namespace (else
+    ``namespace``, else the study's ``kfp.namespace``). The same in every step of a run."""
+    from components.images import EVALUATOR_IMAGE
+    from ecotune.run_engine import RunEngineSpec, engine_name, pod_namespace
+
+    c = chart(cfg)
+    gpu = c.engine.gpu_evaluator.model_dump() if c.engine.gpu_evaluator else {}
+    k = c.kfp.model_dump()
+    hf = gpu.get("hf_token_secret") or {}
+    api = c.engine.api_key_secret
+    spec: dict[str, Any] = dict(
+        name=engine_name(c.study.name, run_key), run_key=run_key,
+        namespace=namespace or pod_namespace(c.kfp.namespace),
+        image=gpu.get("image") or EVALUATOR_IMAGE, model=c.study.model,
+        served_model_name=c.model_name, gpu_count=int(gpu.get("gpu_count") or 1),
+        port=int(gpu.get("port") or 8000),
+        gpu_resource=gpu.get("gpu_resource") or "nvidia.com/gpu",
+        node_selector=dict(gpu.get("node_selector") or {}),
+        tolerations=list(gpu.get("tolerations") or []),
+        model_cache_pvc=gpu.get("model_cache_pvc") or None,
+        model_cache_mount=gpu.get("model_cache_mount") or "/models",
+        vllm_args=[str(a) for a in gpu.get("vllm_args") or []],
+        hf_token_secret=hf.get("name"), hf_token_key=hf.get("key") or "HF_TOKEN",
+        api_key_secret=api.name if api else None, api_key_key=(api.key if api else None) or "key",
+        resources={kind: {n: str(v) for n, v in (q or {}).items()} for kind, q in
+                   ((k.get("resources") or {}).get("gpu_evaluator") or {}).items()},
+        image_pull_secrets=[str(s) for s in k.get("image_pull_secrets") or []],
+        labels={str(a): str(b) for a, b in (k.get("pod_labels") or {}).items()},
+        annotations={str(a): str(b) for a, b in (k.get("pod_annotations") or {}).items()})
+    if "shm_size" in gpu:
+        spec["shm_size"] = gpu["shm_size"] or None
+    if gpu.get("accelerator_label") and gpu.get("accelerator_type"):
+        spec["node_selector"] = {gpu["accelerator_label"]: gpu["accelerator_type"],
+                                 **spec["node_selector"]}
+    return RunEngineSpec(**spec)
+
+
 def subsets_store(manifest_uri: str) -> str:
     """The store URI a manifest lives in (``<store>/subsets/<task>/<seed>/manifest.json``)."""
     return manifest_uri.rsplit("/subsets/", 1)[0]
@@ -117,8 +159,8 @@ def serve_vllm(cfg: ChartConfig | dict[str, Any], port: int = 8000, timeout_s: f
         yield url
 
 
-def promote_best(opt: Optimizer, cfg: ChartConfig | dict[str, Any], engine_url: str
-                 ) -> dict[str, Any] | None:
+def promote_best(opt: Optimizer, cfg: ChartConfig | dict[str, Any], engine_url: str,
+                 serving_url: str | None = None) -> dict[str, Any] | None:
     """Promote the best r_max config in the MLflow registry, every run.
 
     With an engine to ask (``engine_url``), the winner and the current holder of the
@@ -131,7 +173,8 @@ def promote_best(opt: Optimizer, cfg: ChartConfig | dict[str, Any], engine_url: 
     The registered model calls the engine the pipeline used (``engine_url``) or, when vLLM
     ran inside the pipeline's pods, the study's production endpoint
     (``engine.serving_url``); with neither there is nothing a consumer could call, and the
-    winner is not registered (ValueError).
+    winner is not registered (ValueError). ``serving_url`` overrides the endpoint registered
+    when the scoring engine does not outlive the run (the run engine of ``start_engine``).
     """
     from ecotune.best import best_trial
     from ecotune.engines import make_engine
@@ -155,6 +198,10 @@ def promote_best(opt: Optimizer, cfg: ChartConfig | dict[str, Any], engine_url: 
     common = {"tracking_uri": track.tracking_uri,
               "experiment": f"{track.experiment or 'ecotune'}-promotions",
               "tags": {"ecotune.study": s.name, "ecotune.trial": str(tid)}}
+    serving = (engine_url if serving_url is None else serving_url) or c.engine.serving_url
+    if not serving:
+        raise ValueError(f"study {s.name}: vLLM ran inside the pipeline and "
+                         "engine.serving_url is not set: no endpoint to register")
     if engine_url:
         task = make_task(s.task)
         order = nested_order(task.instances(), s.seed)
@@ -163,12 +210,8 @@ def promote_best(opt: Optimizer, cfg: ChartConfig | dict[str, Any], engine_url: 
             spec = c.engine_spec(engine_url)
             with make_engine(spec) as engine:
                 return held_out_promotion(track.registered_model, config, task, engine,
-                                          {"base_url": engine_url, "model": spec["model"]},
+                                          {"base_url": serving, "model": spec["model"]},
                                           held, alias=alias, **common)
-    serving = engine_url or c.engine.serving_url
-    if not serving:
-        raise ValueError(f"study {s.name}: vLLM ran inside the pipeline and "
-                         "engine.serving_url is not set: no endpoint to register")
     res = promote(track.registered_model, config,
                   {"base_url": serving, "model": c.model_name},
                   challenger_scores=state.results[tid].instance_scores, champion_alias=alias,

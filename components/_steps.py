@@ -93,7 +93,8 @@ def run_trial(cfg: ChartConfig | dict[str, Any], opt: Optimizer, trial_id: int,
 
 def track_study(cfg: ChartConfig | dict[str, Any], opt: Optimizer,
                 records: list[dict[str, Any]], summary: dict[str, Any], journal_uri: str,
-                run_state: str, engine_url: str) -> dict[str, Any]:
+                run_state: str, engine_url: str, serving_url: str | None = None
+                ) -> dict[str, Any]:
     """Sync MLflow from the journal and promote the winner; what to add to the summary.
 
     With tracking enabled, MLflow gets the trial runs missing there, ``trials.csv``, plots
@@ -102,6 +103,7 @@ def track_study(cfg: ChartConfig | dict[str, Any], opt: Optimizer,
     held-out instances against the current holder of the alias when ``engine_url`` is
     set) and the outcome is appended to the journal (``promotion``). Failures are logged,
     never raised: the journal stays the source of truth and the next sync catches up.
+    ``serving_url``: the endpoint to register when ``engine_url`` does not outlive the run.
     """
     c, state = chart(cfg), opt.state
     track, added = c.tracking, {}
@@ -120,7 +122,7 @@ def track_study(cfg: ChartConfig | dict[str, Any], opt: Optimizer,
         log.warning("MLflow sync failed: %s", exc)
     if track.registered_model and run_state == "SUCCEEDED":
         try:
-            added["promotion"] = promote_best(opt, c, engine_url)
+            added["promotion"] = promote_best(opt, c, engine_url, serving_url)
         except Exception as exc:  # noqa: BLE001
             log.warning("promotion failed: %s", exc)
         if added.get("promotion"):

@@ -86,16 +86,27 @@ class ChartStudy(_Closed):
 
 
 class GpuEvaluator(_Open):
-    """vLLM inside the evaluator pods; the Kubernetes keys pass through to PipelineOptions."""
+    """vLLM on GPU nodes, started by the pipeline; the Kubernetes keys pass through to
+    PipelineOptions.
+
+    ``engine``: ``perRun`` (default) starts one vLLM Deployment + Service for the whole run
+    (:mod:`ecotune.run_engine`: a step creates it, the exit handler deletes it) and every
+    trial's CPU evaluator calls it; ``perTrial`` starts vLLM inside each GPU evaluator pod
+    (a cold start per trial, no Kubernetes API access needed).
+    """
 
     image: str | None = None
     gpu_count: int = Field(1, ge=1)
     vllm_args: list[str] = Field(default_factory=list)
+    engine: Literal["perRun", "perTrial"] = "perRun"
+    #: seconds the run engine may take to load the model and become ready
+    startup_timeout_s: float = Field(1800.0, gt=0)
 
 
 class ChartEngine(_Closed):
     """Where trials run: an existing OpenAI-compatible service (``base_url``), or vLLM
-    started in the GPU evaluator pods (``gpu_evaluator``, no ``base_url``)."""
+    started by the pipeline on GPU nodes (``gpu_evaluator``, no ``base_url``): once per run
+    or in each evaluator pod (``gpu_evaluator.engine``)."""
 
     type: Literal["service", "gpuEvaluator"] = "service"
     base_url: str = ""

@@ -3,7 +3,8 @@
 KFP v2 has no recursion, so ``max_rounds`` rounds are unrolled at compile time, each nested
 in the previous round's ``dsl.If(controller.output == "continue")``::
 
-    ExitHandler(finalize)
+    ExitHandler(finalize [deletes the run engine])
+      [start_engine: one vLLM Deployment + Service for the run (run_engine)]
       sample_dataset
       round 0: update_surrogate -> ParallelFor(trial items, parallelism=P): evaluate -> control_budget
         If continue: round 1: ... -> If continue: round 2: ...
@@ -24,7 +25,9 @@ and asking: the study starts from the cost model's default prior (or the study's
 ``prompt_tokens_hint``) and trials' worst cases use the cost model's cautious ceiling, so
 token limits, and with them the trials, can differ from ``ecotune tune`` against a served
 copy of the model; the budget stays hard, since every request is authorized at its exact
-prompt tokens in the evaluator pod (docs/operations.md).
+prompt tokens in the evaluator pod (docs/operations.md). With ``run_engine`` (the chart's
+default for GPU studies) the run's own engine is up before sampling, so every step counts
+exact prompt tokens on it and one model load serves all the run's trials.
 """
 
 from typing import Any
@@ -35,6 +38,7 @@ from components.control_budget import control_budget
 from components.evaluate_trial import evaluate_trial
 from components.finalize_study import finalize_study
 from components.sample_dataset import sample_dataset
+from components.start_engine import start_engine
 from components.update_surrogate import update_surrogate
 from pipelines.kube import control_plane_step, engine_access, evaluator_step, tracking_env
 from pipelines.options import STEPS, PipelineOptions, Resources
@@ -57,9 +61,10 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
     evaluate = op(evaluate_trial, o.evaluator_image if o.gpu_evaluator else cpu)
     ask_op, budget_op = op(update_surrogate, cpu), op(control_budget, cpu)
     sample_op, final_op = op(sample_dataset, cpu), op(finalize_study, cpu)
+    engine_op = op(start_engine, cpu)
 
     def one_round(i: int, study: Any, journal: Any, manifest: Any, engine_url: Any,
-                  batch_size: Any) -> None:
+                  batch_size: Any, pipeline_engine_url: Any) -> None:
         ask = ask_op(study=study, journal_uri=journal, manifest_uri=manifest, q=batch_size,
                      engine_url=engine_url)
         ask.set_display_name(f"round-{i}-ask")
@@ -68,8 +73,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
         # the loop body takes only its item ({trial_id, journal_uri, manifest_uri}) and
         # pipeline parameters: no other task's outputs cross into the ParallelFor
         with dsl.ParallelFor(ask.output, parallelism=o.parallelism, name=f"round-{i}-trials"
-                             ) as item:
-            ev = evaluate(study=study, trial=item, engine_url=engine_url)
+                             ) as item:  # the item carries the engine URL (run engine's too)
+            ev = evaluate(study=study, trial=item, engine_url=pipeline_engine_url)
             ev.set_display_name(f"round-{i}-evaluate")
             evaluator_step(ev, o)
         ctl = budget_op(study=study, journal_uri=journal, round_index=i,
@@ -78,7 +83,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
         control_plane_step(ctl, o, "budget")
         if i + 1 < o.max_rounds:
             with dsl.If(ctl.output == "continue", name=f"round-{i + 1}"):
-                one_round(i + 1, study, journal, manifest, engine_url, batch_size)
+                one_round(i + 1, study, journal, manifest, engine_url, batch_size,
+                          pipeline_engine_url)
 
     @dsl.pipeline(name=PIPELINE_NAME, description=(
         "EcoTune: token-budgeted multi-fidelity tuning of LLM inference settings "
@@ -89,19 +95,25 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
         """Args: study config (chart contract), journal prefix, subsets store, engine URL
         (empty: start vLLM in the GPU evaluator), trials asked per round."""
         final = final_op(study=study, journal_uri=journal_uri, engine_url=engine_url,
-                         run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                         run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER, stop_engine=o.run_engine)
         final.set_display_name("finalize")
         control_plane_step(final, o, "finalize")
         engine_access(final, o)  # held-out promotion calls the engine
         tracking_env(final, o)
         with dsl.ExitHandler(final, name="ecotune-study"):
+            url = engine_url
+            if o.run_engine:  # one vLLM for the run; finalize deletes it
+                eng = engine_op(study=study, run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                eng.set_display_name("start-engine")
+                control_plane_step(eng, o, "engine")
+                url = eng.output
             prep = sample_op(study=study, subsets_uri=subsets_uri, journal_uri=journal_uri,
-                             run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER, engine_url=engine_url)
+                             run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER, engine_url=url)
             prep.set_display_name("sample-dataset")
             control_plane_step(prep, o, "sample")
             engine_access(prep, o)  # counts the cost prior the journal header records
             one_round(0, study, prep.outputs["journal_uri"], prep.outputs["manifest_uri"],
-                      engine_url, batch_size)
+                      url, batch_size, engine_url)
 
     return ecotune_loop
 

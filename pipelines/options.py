@@ -14,9 +14,9 @@ from typing import Any
 
 from components.images import CONTROL_PLANE_IMAGE, EVALUATOR_IMAGE
 
-#: the steps of the pipeline, as ``timeouts`` keys: sample-dataset, round-<i>-ask,
-#: round-<i>-evaluate, round-<i>-budget, finalize
-STEPS = ("sample", "ask", "evaluate", "budget", "finalize")
+#: the steps of the pipeline, as ``timeouts`` keys: start-engine (run engine only),
+#: sample-dataset, round-<i>-ask, round-<i>-evaluate, round-<i>-budget, finalize
+STEPS = ("engine", "sample", "ask", "evaluate", "budget", "finalize")
 
 _CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")  # what kfp's set_cpu_* accept
 _MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")  # kfp's set_memory_*
@@ -67,7 +67,11 @@ class PipelineOptions:
         max_rounds: rounds unrolled (the loop stops earlier when the budget is spent).
         parallelism: evaluators running at once in a round.
         gpu_evaluator: run evaluators on GPU nodes with vLLM started in the pod (evaluator
-            image); False: CPU evaluators against an existing vLLM service (``engine_url``).
+            image); False: CPU evaluators against an existing vLLM service (``engine_url``)
+            or the run engine.
+        run_engine: a ``start-engine`` step creates one vLLM Deployment + Service for the
+            run (``ecotune.run_engine``; its GPU settings come from the study config), CPU
+            evaluators call it, and the exit handler deletes it.
         gpu_resource, gpu_count: accelerator resource name and limit per evaluator.
         accelerator_label, accelerator_type: node selector for the GPU model.
         node_selector: more node labels for the GPU evaluator.
@@ -99,6 +103,7 @@ class PipelineOptions:
     max_rounds: int = 3
     parallelism: int = 4
     gpu_evaluator: bool = False
+    run_engine: bool = False
     gpu_resource: str = "nvidia.com/gpu"
     gpu_count: int = 1
     accelerator_label: str | None = "nvidia.com/gpu.product"
@@ -137,6 +142,9 @@ class PipelineOptions:
             raise ValueError(f"max_rounds must be >= 1, got {self.max_rounds}")
         if self.parallelism < 1:
             raise ValueError(f"parallelism must be >= 1, got {self.parallelism}")
+        if self.gpu_evaluator and self.run_engine:
+            raise ValueError("gpu_evaluator (vLLM in every evaluator pod) and run_engine "
+                             "(one vLLM for the run) exclude each other")
         unknown = sorted(set(self.timeouts) - set(STEPS))
         if unknown:
             raise ValueError(f"timeouts: unknown step(s) {unknown}; steps: {', '.join(STEPS)}")
@@ -148,8 +156,10 @@ class PipelineOptions:
     def from_study(cls, cfg: dict[str, Any], **overrides: Any) -> PipelineOptions:
         """Options for one chart study config (``/etc/ecotune/study.yaml``)."""
         eng, k = cfg.get("engine") or {}, cfg.get("kfp") or {}
-        kw: dict[str, Any] = {"gpu_evaluator": eng.get("type") == "gpuEvaluator"
-                              and not eng.get("base_url")}
+        in_pipeline = eng.get("type") == "gpuEvaluator" and not eng.get("base_url")
+        per_run = (eng.get("gpu_evaluator") or {}).get("engine", "perRun") == "perRun"
+        kw: dict[str, Any] = {"gpu_evaluator": in_pipeline and not per_run,
+                              "run_engine": in_pipeline and per_run}
         kw.update(_gpu(eng.get("gpu_evaluator") or {}))
         if (eng.get("api_key_secret") or {}).get("name"):
             kw.update(api_key_secret=eng["api_key_secret"]["name"],

@@ -239,9 +239,18 @@ def test_load_config_and_errors(tmp_path, study_file):
         submit_mod.load_config(svc)
 
 
+def per_trial(study: dict) -> dict:
+    """``study`` with vLLM started in every GPU evaluator pod (not once per run)."""
+    eng = study["engine"]
+    return {**study, "engine": {**eng, "gpu_evaluator": {**eng["gpu_evaluator"],
+                                                         "engine": "perTrial"}}}
+
+
 def test_options_from_study():
-    o = PipelineOptions.from_study(STUDY)
-    assert o.gpu_evaluator and o.model_cache_pvc == "models-llama"
+    run = PipelineOptions.from_study(STUDY)  # the default: one vLLM for the whole run
+    assert run.run_engine and not run.gpu_evaluator
+    o = PipelineOptions.from_study(per_trial(STUDY))
+    assert o.gpu_evaluator and not o.run_engine and o.model_cache_pvc == "models-llama"
     assert o.evaluator_image == "reg/ecotune-evaluator:0.1.0"
     assert (o.s3_secret, o.s3_access_key_key, o.s3_secret_key_key) == ("ecotune-s3", "AK", "SK")
     assert o.control_plane_image == "reg/cp:0.1.0" and o.mlflow_tracking_uri == "http://mlflow"
@@ -249,7 +258,11 @@ def test_options_from_study():
 
 def test_submit_run_compiles_for_the_study():
     client = FakeClient()
-    done = submit_mod.submit(STUDY, client, max_rounds=2)
+    submit_mod.submit(STUDY, client, max_rounds=2)  # one engine per run: a step starts it
+    package = client.calls[-1][2]
+    assert "start-engine" in package and "reg/ecotune-evaluator:0.1.0" not in package
+    client = FakeClient()
+    done = submit_mod.submit(per_trial(STUDY), client, max_rounds=2)
     assert done == {"kind": "run", "name": done["name"], "id": "run-1"}
     assert done["name"].startswith("ecotune-llama-")
     kind, kw, package = client.calls[-1]

@@ -104,7 +104,7 @@ def test_gpu_evaluator_gets_shm_hf_token_cache_env_and_gpu_resources(tmp_path):
 
 def test_options_from_a_chart_study_config():
     cfg = {"engine": {"type": "gpuEvaluator", "base_url": "",
-                      "gpu_evaluator": {"gpu_count": 1, "shm_size": "4Gi",
+                      "gpu_evaluator": {"gpu_count": 1, "shm_size": "4Gi", "engine": "perTrial",
                                         "hf_token_secret": {"name": "hf", "key": "HF_TOKEN"},
                                         "model_cache_pvc": "m", "model_cache_mount": "/models"}},
            "kfp": {"image_pull_secrets": ["regcred"],

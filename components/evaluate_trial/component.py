@@ -9,8 +9,10 @@ from components.images import CONTROL_PLANE_IMAGE, EVALUATOR_IMAGE
 def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
     """Evaluate one work item of the updater's batch and tell the result.
 
-    ``trial`` is ``{"trial_id", "journal_uri", "manifest_uri"}`` (the ``dsl.ParallelFor``
-    loop item); the trial itself comes from its ``ask`` record in the journal.
+    ``trial`` is ``{"trial_id", "journal_uri", "manifest_uri", "engine_url"}`` (the
+    ``dsl.ParallelFor`` loop item); the trial itself comes from its ``ask`` record in the
+    journal. The item's ``engine_url`` (the run engine's, or the pipeline's) wins over the
+    ``engine_url`` parameter.
 
     Idempotent: a trial already told returns at once; instance records written by a
     crashed attempt are deduplicated by key. Every token spent is told, also when the
@@ -29,7 +31,8 @@ def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
     opt = make_study_optimizer(cfg, journal_uri)
     if opt.state.is_told(trial_id):
         return "already-told"
-    result = run_trial(cfg, opt, trial_id, str(trial["manifest_uri"]), engine_url)
+    url = str(trial.get("engine_url") or engine_url)
+    result = run_trial(cfg, opt, trial_id, str(trial["manifest_uri"]), url)
     opt.tell(opt.state.trials[trial_id], result)
     return str(result.status)
 

@@ -7,13 +7,17 @@ from components.images import CONTROL_PLANE_IMAGE
 
 @dsl.component(base_image=CONTROL_PLANE_IMAGE, install_kfp_package=False)
 def finalize_study(study: dict, journal_uri: str, engine_url: str,
-                   status: dsl.PipelineTaskFinalStatus, run_key: str = "") -> str:
+                   status: dsl.PipelineTaskFinalStatus, run_key: str = "",
+                   stop_engine: bool = False) -> str:
     """Close the study whether the run succeeded or failed; returns the summary as JSON.
 
     Appends a ``final`` record (summary, rounds, run state). With tracking enabled, MLflow
     is synced from the journal and, after a successful run, the best config at r_max is
     promoted in the registry (``components._steps.track_study``). Tracking failures never
     fail the step: the journal stays the source of truth and the next sync catches up.
+
+    ``stop_engine``: the run started its own vLLM (``start_engine``); promotion scores the
+    held-out instances on it, then it is deleted, also when anything before failed.
     """
     import json
 
@@ -28,5 +32,17 @@ def finalize_study(study: dict, journal_uri: str, engine_url: str,
     summary = {**opt.summary(), "r_max": opt.r_max, "state": status.state,
                "rounds": len(rounds(records)), "stop_reason": last.get("stop_reason")}
     opt.state.journal.append({"type": "final", "key": "final", "summary": summary})
-    summary.update(track_study(cfg, opt, records, summary, journal, status.state, engine_url))
+    if not stop_engine:
+        summary.update(track_study(cfg, opt, records, summary, journal, status.state,
+                                   engine_url))
+        return json.dumps(summary, default=str)
+    from components._common import run_engine_spec
+    from ecotune.run_engine import RunEngine
+
+    engine = RunEngine(run_engine_spec(cfg, run_key))
+    try:
+        summary.update(track_study(cfg, opt, records, summary, journal, status.state,
+                                   engine.spec.url, serving_url=cfg.engine.serving_url))
+    finally:
+        engine.stop()
     return json.dumps(summary, default=str)

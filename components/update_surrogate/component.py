@@ -10,9 +10,10 @@ def update_surrogate(study: dict, journal_uri: str, manifest_uri: str, q: int,
                      engine_url: str = "") -> list:
     """Ask up to ``q`` trials; one work item per trial feeds the round's ``dsl.ParallelFor``.
 
-    Each item is ``{"trial_id", "journal_uri", "manifest_uri"}``: everything an evaluator
-    needs besides the pipeline parameters, so the loop body consumes only its loop item
-    (and pipeline parameters), never another task's output.
+    Each item is ``{"trial_id", "journal_uri", "manifest_uri", "engine_url"}``: everything
+    an evaluator needs besides the pipeline parameters, so the loop body consumes only its
+    loop item (and pipeline parameters), never another task's output; ``engine_url`` carries
+    the run engine's URL when ``start_engine`` made one.
 
     The batch is diverse by construction: each ``ask`` sees the trials asked before it as
     pending (reserved budget, penalised by the acquisition). Asked-but-untold trials of an
@@ -34,5 +35,5 @@ def update_surrogate(study: dict, journal_uri: str, manifest_uri: str, q: int,
                                               "reason": opt.stop_reason or "done"})
                 break
             items.append({"trial_id": trial.id, "journal_uri": journal_uri,
-                          "manifest_uri": manifest_uri})
+                          "manifest_uri": manifest_uri, "engine_url": engine_url})
     return items

@@ -9,8 +9,10 @@ def test_updater_asks_a_batch_and_reissues_untold_trials(prepared):
     cfg, journal, manifest = prepared
     items = ask(cfg, journal, manifest, 3)
     # each loop item carries what the evaluator needs besides the pipeline parameters
-    assert items == [{"trial_id": i, "journal_uri": journal, "manifest_uri": manifest}
-                     for i in (0, 1, 2)]
+    assert items == [{"trial_id": i, "journal_uri": journal, "manifest_uri": manifest,
+                      "engine_url": ""} for i in (0, 1, 2)]
+    # the engine URL the updater was given travels in the item (the run engine's)
+    assert {i["engine_url"] for i in ask(cfg, journal, manifest, 3, "fake://")} == {"fake://"}
     # a retried updater (or the next round after a lost evaluator) hands them out again
     assert [i["trial_id"] for i in ask(cfg, journal, manifest, 3)] == [0, 1, 2]
 

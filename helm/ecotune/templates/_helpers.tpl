@@ -88,6 +88,16 @@ returned as YAML; use with `include ... | fromYaml`. Args: dict "root" $ "study"
 {{- if and .root.Values.vllm.deploy (eq .study.engine.type "gpuEvaluator") }}true{{ end -}}
 {{- end -}}
 
+{{/* "true" when a study starts one vLLM per pipeline run (engine.type gpuEvaluator, no
+vllm.deploy, gpuEvaluator.engine perRun, the default): its pipeline pods then create and
+delete that Deployment + Service (rbac.yaml), which takes ingress from them (networkpolicy.yaml). */}}
+{{- define "ecotune.anyRunEngine" -}}
+{{- $root := . -}}
+{{- range .Values.studies -}}
+{{- if and (not $root.Values.vllm.deploy) (eq (dig "type" "" .engine) "gpuEvaluator") (eq (dig "gpuEvaluator" "engine" "perRun" .engine) "perRun") }}true{{ end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* PVC name of a study's model cache ("" when none). Args: dict "root" $ "study" . */}}
 {{- define "ecotune.modelCacheClaim" -}}
 {{- $mc := dig "gpuEvaluator" "modelCache" dict .study.engine -}}

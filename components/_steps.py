@@ -91,6 +91,25 @@ def run_trial(cfg: ChartConfig | dict[str, Any], opt: Optimizer, trial_id: int,
         return result
 
 
+def log_trials(cfg: ChartConfig | dict[str, Any], records: list[dict[str, Any]],
+               only: list[int] | None = None) -> int | None:
+    """Mirror the journal into MLflow during the run, not only in the exit handler.
+
+    The sample step calls it first (one step, before any evaluator: it creates the study's
+    parent run, so parallel evaluators never race to make two); each evaluator logs its own
+    trial as it finishes (``only``); the round's controller catches up whatever an
+    evaluator failed to log. Returns the trial runs written (None: tracking is off or MLflow
+    failed, which is logged and never fails the step; the journal stays the source of truth).
+    """
+    c = chart(cfg)
+    if not c.tracking.enabled:
+        return None
+    from ecotune.tracking import MlflowTracker
+
+    tracker = MlflowTracker(c.tracking.experiment or "ecotune", c.tracking.tracking_uri)
+    return tracker.sync_from_journal(records, only=only)
+
+
 def track_study(cfg: ChartConfig | dict[str, Any], opt: Optimizer,
                 records: list[dict[str, Any]], summary: dict[str, Any], journal_uri: str,
                 run_state: str, engine_url: str, serving_url: str | None = None

@@ -77,10 +77,12 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
             ev = evaluate(study=study, trial=item, engine_url=pipeline_engine_url)
             ev.set_display_name(f"round-{i}-evaluate")
             evaluator_step(ev, o)
+            tracking_env(ev, o)  # logs its trial to MLflow as it finishes
         ctl = budget_op(study=study, journal_uri=journal, round_index=i,
                         max_rounds=o.max_rounds).after(ev)
         ctl.set_display_name(f"round-{i}-budget")
         control_plane_step(ctl, o, "budget")
+        tracking_env(ctl, o)  # catches up trial runs an evaluator could not write
         if i + 1 < o.max_rounds:
             with dsl.If(ctl.output == "continue", name=f"round-{i + 1}"):
                 one_round(i + 1, study, journal, manifest, engine_url, batch_size,
@@ -111,6 +113,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
                              run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER, engine_url=url)
             prep.set_display_name("sample-dataset")
             control_plane_step(prep, o, "sample")
+            tracking_env(prep, o)  # creates the study's MLflow run before any trial
             engine_access(prep, o)  # counts the cost prior the journal header records
             one_round(0, study, prep.outputs["journal_uri"], prep.outputs["manifest_uri"],
                       url, batch_size, engine_url)

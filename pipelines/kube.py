@@ -85,7 +85,8 @@ def engine_access(task: dsl.PipelineTask, o: PipelineOptions) -> None:
 
 
 def tracking_env(task: dsl.PipelineTask, o: PipelineOptions) -> None:
-    """MLflow endpoint and credentials (the finalize step)."""
+    """MLflow endpoint and credentials: the sample step (the study's run), the evaluators
+    (each logs its trial as it finishes), the controller (catch-up) and finalize."""
     if o.mlflow_tracking_uri:
         task.set_env_variable("MLFLOW_TRACKING_URI", o.mlflow_tracking_uri)
     if o.mlflow_secret:

@@ -80,3 +80,46 @@ def test_gpu_mode_registers_the_production_endpoint_never_a_placeholder(tmp_path
     cfg["engine"].pop("serving_url")
     with pytest.raises(ValueError, match="engine.serving_url is not set"):
         promote_best(opt, cfg, engine_url="")
+
+
+def test_trials_reach_mlflow_as_they_finish_not_only_at_the_end(tmp_path, monkeypatch):
+    """Issue #13: the sample step makes the study's MLflow run, each evaluator logs its own
+    trial when it is told (before any exit handler), the round's controller writes what an
+    evaluator could not, and a retried evaluator or controller writes nothing twice."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # the artifact store of the local MLflow: ./mlruns
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = study_config()
+    cfg["tracking"] = {"enabled": True, "tracking_uri": uri, "experiment": "live"}
+    out = sample_dataset.python_func(study=cfg, subsets_uri=str(tmp_path / "s"),
+                                     journal_uri=str(tmp_path / "j"), run_key="run-1")
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("live")
+
+    def runs(role: str) -> list:
+        return client.search_runs([exp.experiment_id], f"tags.`ecotune.role` = '{role}'")
+
+    assert len(runs("study")) == 1 and runs("trial") == []
+    items = ask(cfg, out.journal_uri, out.manifest_uri, 3)
+    evaluate(cfg, items[0])
+    assert [r.data.tags["ecotune.trial_id"] for r in runs("trial")] == ["0"]
+    evaluate(cfg, items[1])
+    assert sorted(r.data.tags["ecotune.trial_id"] for r in runs("trial")) == ["0", "1"]
+    # an evaluator whose MLflow call failed (here: it had no tracking) leaves a gap ...
+    evaluate({**cfg, "tracking": {"enabled": False}}, items[2])
+    assert len(runs("trial")) == 2
+    # ... the controller fills it; retries write nothing more
+    control_budget.python_func(study=cfg, journal_uri=out.journal_uri, round_index=0,
+                               max_rounds=3)
+    assert evaluate(cfg, items[0]) == "already-told"
+    control_budget.python_func(study=cfg, journal_uri=out.journal_uri, round_index=0,
+                               max_rounds=3)
+    trial_runs = runs("trial")
+    assert sorted(r.data.tags["ecotune.trial_id"] for r in trial_runs) == ["0", "1", "2"]
+    (parent,) = runs("study")
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parent.info.run_id}
+    tells = [r for r in open_journal(out.journal_uri).records() if r["type"] == "tell"]
+    logged = {int(r.data.tags["ecotune.trial_id"]): r.data.metrics for r in trial_runs}
+    for t in tells:
+        assert logged[t["trial_id"]]["tokens"] == t["result"]["tokens"]

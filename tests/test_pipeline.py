@@ -93,7 +93,9 @@ def test_service_variant_kubernetes_config(tmp_path):
     ex = executors(spec)
     ev = next(v for k, v in ex.items() if "evaluate-trial" in k)
     names = {s["secretName"] for s in ev["secretAsEnv"]}
-    assert names == {"s3-creds", "vllm-key"}
+    assert names == {"s3-creds", "vllm-key", "mlflow-creds"}  # it logs its trial to MLflow
+    ask = next(v for k, v in ex.items() if "update-surrogate" in k)
+    assert {s["secretName"] for s in ask["secretAsEnv"]} == {"s3-creds", "vllm-key"}
     fin = next(v for k, v in ex.items() if "finalize" in k)
     # finalize scores held-out instances on the engine for the promotion: it has the key too
     assert {s["secretName"] for s in fin["secretAsEnv"]} == {"s3-creds", "mlflow-creds",

@@ -12,7 +12,8 @@ def control_budget(study: dict, journal_uri: str, round_index: int, max_rounds: 
     ``"continue"`` when the budget affords another trial, the optimizer has not stopped
     and a compiled round is left; ``"stop"`` otherwise (reason in the record). Re-running
     a round's controller returns the decision already recorded. The step only replays the
-    journal: it needs no engine (the cost prior comes from the journal header).
+    journal: it needs no engine (the cost prior comes from the journal header). With
+    tracking on, it writes the MLflow trial runs an evaluator failed to write.
 
     Args:
         study: the chart's study config (``components.chart_config.ChartConfig``).
@@ -24,6 +25,9 @@ def control_budget(study: dict, journal_uri: str, round_index: int, max_rounds: 
         ``"continue"`` or ``"stop"``: the condition of the next round.
     """
     from components._common import make_study_optimizer
-    from components._steps import record_round
+    from components._steps import log_trials, record_round
 
-    return record_round(make_study_optimizer(study, journal_uri), round_index, max_rounds)
+    opt = make_study_optimizer(study, journal_uri)
+    decision = record_round(opt, round_index, max_rounds)
+    log_trials(study, opt.state.journal.records())  # what an evaluator failed to log
+    return decision

@@ -16,24 +16,27 @@ def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
 
     Idempotent: a trial already told returns at once; instance records written by a
     crashed attempt are deduplicated by key. Every token spent is told, also when the
-    evaluation fails part way (``components._steps.run_trial``). An empty ``engine_url``
+    evaluation fails part way (``components._steps.run_trial``). With tracking on, the
+    trial's MLflow run is written as soon as it is told (``components._steps.log_trials``). An empty ``engine_url``
     starts vLLM inside this pod (GPU evaluator image); ``fake://`` uses a FakeEngine (tests).
 
     Returns:
         The trial's status (``complete``/``partial``/``failed``/``already-told``).
     """
     from components._common import chart, make_study_optimizer
-    from components._steps import run_trial
+    from components._steps import log_trials, run_trial
 
     # the local runner hands numbers inside dicts over as floats
     trial_id, journal_uri = int(trial["trial_id"]), str(trial["journal_uri"])
     cfg = chart(study)
     opt = make_study_optimizer(cfg, journal_uri)
     if opt.state.is_told(trial_id):
+        log_trials(cfg, opt.state.journal.records(), only=[trial_id])  # a retry after tell
         return "already-told"
     url = str(trial.get("engine_url") or engine_url)
     result = run_trial(cfg, opt, trial_id, str(trial["manifest_uri"]), url)
     opt.tell(opt.state.trials[trial_id], result)
+    log_trials(cfg, opt.state.journal.records(), only=[trial_id])  # MLflow, as it finishes
     return str(result.status)
 
 

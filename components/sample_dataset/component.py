@@ -18,7 +18,8 @@ def sample_dataset(study: dict, subsets_uri: str, journal_uri: str, run_key: str
     journal header, so every later step resumes the same study, with the cost prior
     counted here on ``engine_url`` (exact prompt tokens, as ``ecotune tune`` counts them;
     see ``components._common.counting_engine``). Without an endpoint (vLLM started in the
-    GPU evaluator pods) the header records the default prior.
+    GPU evaluator pods) the header records the default prior. With tracking on, the
+    study's MLflow parent run is made here, so the evaluators log their trials under it.
 
     Returns:
         manifest_uri: ``<subsets_uri>/subsets/<task>/<seed>/manifest.json``.
@@ -32,6 +33,7 @@ def sample_dataset(study: dict, subsets_uri: str, journal_uri: str, run_key: str
         make_study_optimizer,
         run_journal_uri,
     )
+    from components._steps import log_trials
     from ecotune.subsets import build_subsets
     from ecotune.tasks import make_task
 
@@ -40,6 +42,7 @@ def sample_dataset(study: dict, subsets_uri: str, journal_uri: str, run_key: str
     manifest = build_subsets(make_task(s.task), s.r_max, s.seed, subsets_uri)
     journal = run_journal_uri(journal_uri, run_key)
     with counting_engine(cfg, engine_url) as engine:  # the header records its cost prior
-        make_study_optimizer(cfg, journal, engine=engine)
+        opt = make_study_optimizer(cfg, journal, engine=engine)
+    log_trials(cfg, opt.state.journal.records())  # the study's MLflow run, before any trial
     uri = f"{subsets_uri.rstrip('/')}/subsets/{manifest.task}/{manifest.seed}/manifest.json"
     return namedtuple("Outputs", ["manifest_uri", "journal_uri"])(uri, journal)

@@ -23,7 +23,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -293,12 +293,16 @@ class MlflowTracker:
         self._end = None
 
     @_guard
-    def sync_from_journal(self, journal_records: Iterable[Mapping[str, Any]]) -> int:
+    def sync_from_journal(self, journal_records: Iterable[Mapping[str, Any]],
+                          only: Collection[int] | None = None) -> int:
         """Re-create trial runs missing from MLflow; returns how many were written.
 
         Trials already logged (found by tag) are skipped, so this is safe to call after
         every study and on every resume. A pending ``on_study_end`` that failed is redone.
-        Clears ``dirty`` when it completes.
+        Clears ``dirty`` when it completes. ``only``: write just these trials (a pipeline's
+        evaluator logs its own trial as it finishes, while other evaluators of the round
+        log theirs: none writes another's, so none writes one twice); the study's parent
+        run is found or created either way.
         """
         recs = list(journal_records)
         if self._study is None:
@@ -315,7 +319,8 @@ class MlflowTracker:
             if r.info.status in ("FINISHED", "FAILED")}
         self._logged |= {int(t) for t in existing if t is not None}
         written = sum(self._write_trial(ev.trial, ev.result, ev.cumulative_tokens, ev.best_score)
-                      for ev in trial_events(recs, r_max) if ev.trial.id not in self._logged)
+                      for ev in trial_events(recs, r_max) if ev.trial.id not in self._logged
+                      and (only is None or ev.trial.id in only))
         if self._end is not None:
             self._log_end.__wrapped__(self)  # type: ignore[attr-defined]
         self.dirty = False

@@ -8,7 +8,11 @@ replays it, so continuing is replaying. Otherwise the run opens a journal of its
 ``<journal prefix>/<its run key>`` (its KFP run id).
 
 The submitter (``pipelines.submit``) knows which run came before and hands the pipeline
-``<journal prefix>#after=<previous run's key>`` (:func:`continuation_uri`); the pipeline's
+``<journal prefix>#after=<previous run's key>`` (:func:`continuation_uri`). A KFP recurring
+run's parameters are fixed when it is registered, so its runs get ``#after=latest``
+(:data:`LATEST`) and find the run before them themselves: the study's run under the journal
+prefix whose first record is the newest one older than their own (:func:`latest_run_key`).
+The pipeline's
 first step and its exit handler turn that into this run's journal with
 :func:`run_journal`, which decides once and records the decision, so every step (and a
 retried step) gets the same answer:
@@ -34,14 +38,18 @@ Example:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from ecotune.journal import open_journal, split_uri, with_params
+from ecotune.storage import is_s3, open_store
 
 log = logging.getLogger(__name__)
 
 #: the stop reason of a study that ran out of compiled rounds, not of budget
 MAX_ROUNDS = "max_rounds"
+#: ``#after=latest``: the previous run is the study's latest earlier run under the prefix
+LATEST = "latest"
 
 
 def continuation_uri(prefix: str, previous_key: str | None) -> str:
@@ -67,9 +75,11 @@ def run_journal(uri: str, run_key: str) -> str:
     if not run_key:
         return prefix
     own, after = f"{prefix}/{run_key}", params.get("after")
+    first = open_journal(own).first() if after else None
+    if after == LATEST:
+        after = latest_run_key(prefix, run_key, before=first.get("ts") if first else None)
     if not after or after == run_key:
         return own
-    first = open_journal(own).first()
     if first is not None and first.get("type") == "continued":
         return with_params(first["journal"], run=run_key)
     if first is None:  # undecided: this is the run's first step
@@ -81,6 +91,33 @@ def run_journal(uri: str, run_key: str) -> str:
                      run_key, prev)
             return with_params(prev, run=run_key)
     return with_params(own, after=after)
+
+
+def latest_run_key(prefix: str, run_key: str, before: float | None = None) -> str | None:
+    """The key of the study's latest run under a journal prefix other than ``run_key``: the
+    run journal whose first record (study header or ``continued`` pointer) is the newest,
+    and older than ``before`` (this run's own first record, once written, so every step of
+    a run finds the same one); None when there is none."""
+    best: tuple[float, str] | None = None
+    for key in run_keys(prefix):
+        if key == run_key or key == LATEST:
+            continue
+        first = open_journal(f"{prefix}/{key}").first()
+        if first is None or first.get("type") not in ("study", "continued"):
+            continue
+        ts = float(first.get("ts", 0.0))
+        if (before is None or ts < before) and (best is None or (ts, key) > best):
+            best = (ts, key)
+    return best[1] if best else None
+
+
+def run_keys(prefix: str) -> list[str]:
+    """The run keys holding a journal under a study's journal prefix (local or S3)."""
+    if is_s3(prefix):
+        keys = open_store(prefix).list("")
+        return sorted({k.split("/", 1)[0] for k in keys if "/" in k})
+    folder = Path(prefix)
+    return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
 
 
 def previous_journal(uri: str) -> str | None:

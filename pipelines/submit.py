@@ -25,6 +25,7 @@ A run is told which run of the study came before it (its ``journal_uri`` ends in
 study stopped only because the pipeline's compiled rounds ran out (``max_rounds``) and its
 budget is not spent, the new run continues it on the same journal; otherwise it starts a
 new study, which ``warm_start: {journal: previous}`` warm-starts from the previous one.
+A recurring run's runs get ``#after=latest`` and find the previous run themselves.
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ def submit(cfg: Config, client: Any, *, recurring: bool = False, disabled: bool 
            max_rounds: int = DEFAULT_MAX_ROUNDS, parallelism: int = 4, batch_size: int = 4,
            now: dt.datetime | None = None) -> dict[str, Any]:
     """Create one run, or create/replace the study's recurring run; returns what was done."""
+    from ecotune.continuation import LATEST
+
     cfg = _chart(cfg)
     k, name = cfg.kfp, cfg.study.name
     prefix = k.run_name_prefix or f"ecotune-{name}"
@@ -164,9 +167,10 @@ def submit(cfg: Config, client: Any, *, recurring: bool = False, disabled: bool 
             if previous is not None:
                 done["after"] = previous.run_id
             return done
-        # a recurring run's parameters are fixed when it is registered: its runs cannot
-        # name the run before them (no continuation, no warm start from "previous")
-        common["params"] = pipeline_arguments(cfg, batch_size)
+        # a recurring run's parameters are fixed when it is registered: its runs cannot be
+        # told the run before them, so each finds it under the journal prefix (#after=latest)
+        # and continues or warm-starts from it like a CronJob's run
+        common["params"] = pipeline_arguments(cfg, batch_size, LATEST)
         cron = cfg.schedule.cron
         if not cron:
             raise SubmitError("--recurring needs schedule.cron in the study config")

@@ -195,3 +195,35 @@ def test_submit_names_the_studys_latest_run_to_a_kfp_api_server(tmp_path, monkey
     [body] = posted
     assert body["runtime_config"]["parameters"]["journal_uri"] == \
         "s3://b/llama/journal#after=latest"
+
+
+def test_a_recurring_runs_runs_find_the_previous_run_themselves(tmp_path):
+    """KFP recurring runs have fixed parameters (``#after=latest``): each run's first step
+    finds the study's latest earlier run under the journal prefix, so a recurring schedule
+    continues and warm-starts exactly as the CronJob's named runs do."""
+    from ecotune.continuation import LATEST, latest_run_key
+
+    cfg = study_config(budget=6000)
+    j1, d1, s1 = pipeline_run(cfg, tmp_path, "run-1", after=LATEST)
+    assert j1 == str(tmp_path / "journal" / "run-1")      # nothing before it: a new study
+    assert s1["stop_reason"] == "max_rounds"
+    j2, d2, s2 = pipeline_run(cfg, tmp_path, "run-2", after=LATEST, max_rounds=20)
+    assert j2 == f"{j1}#run=run-2" and s2["stop_reason"] == "budget"   # continued
+    j3, _, s3 = pipeline_run(cfg, tmp_path, "run-3", after=LATEST)
+    assert j3 == str(tmp_path / "journal" / "run-3") + "#after=run-2"  # spent: a new study
+    # every step of a run resolves the same previous run, also once newer runs exist
+    prefix = str(tmp_path / "journal")
+    assert run_journal(continuation_uri(prefix, LATEST), "run-2") == j2
+    assert latest_run_key(prefix, "run-4") == "run-3"
+    assert latest_run_key(str(tmp_path / "nothing"), "run-1") is None
+
+
+def test_a_recurring_run_is_warm_started_from_the_previous_study(tmp_path):
+    cfg = study_config(budget=6000, optimizer="ecotune", max_trials=4,
+                       warm_start={"journal": "previous", "top_k": 2})
+    j1, _, s1 = pipeline_run(cfg, tmp_path, "run-1", after="latest")
+    assert s1["stop_reason"] == "max_trials"
+    j2, _, _ = pipeline_run(cfg, tmp_path, "run-2", after="latest")
+    ws = open_journal(j2).first()["warm_start"]
+    assert ws["source"] == j1 and ws["matched"] and len(ws["observations"]) == 4
+

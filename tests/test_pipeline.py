@@ -283,6 +283,8 @@ def test_submit_recurring_replaces_and_can_be_disabled():
     kw = client.calls[-1][1]
     assert kw["cron_expression"] == "0 0 4 * * 1" and kw["enabled"] is False
     assert kw["max_concurrency"] == 1
+    # fixed parameters: its runs find the run before them (continuation, warm start)
+    assert kw["params"]["journal_uri"] == "s3://b/llama/journal#after=latest"
 
 
 def test_delete_recurring_removes_the_studys_schedule(monkeypatch, study_file, capsys):

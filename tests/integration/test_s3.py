@@ -103,3 +103,25 @@ def test_task_data_from_s3(s3_uri):
     with pytest.raises(TaskDataError, match="not found"):
         make_task(dict(name="jsonl", data_path=f"{s3_uri}/data/none.jsonl", prompt_template="{q}",
                        reference_field="a")).instances()
+
+
+def test_a_recurring_run_finds_the_previous_run_on_s3(s3_uri):
+    """``#after=latest`` on S3: the run keys under the study's journal prefix, newest first
+    record wins; a continued run's pointer counts as its run."""
+    import time
+
+    from ecotune.continuation import LATEST, continuation_uri, latest_run_key, run_journal
+    from ecotune.journal import open_journal
+
+    prefix = f"{s3_uri}/journal"
+    assert latest_run_key(prefix, "run-1") is None
+    assert run_journal(continuation_uri(prefix, LATEST), "run-1") == f"{prefix}/run-1"
+    open_journal(f"{prefix}/run-1").append({"type": "study", "key": "study"})
+    open_journal(f"{prefix}/run-1").append({"type": "round", "key": "round:0",
+                                            "decision": "stop", "stop_reason": "max_rounds"})
+    time.sleep(0.01)
+    # run-2 continues run-1 (it stopped for want of rounds)
+    assert run_journal(continuation_uri(prefix, LATEST), "run-2") == f"{prefix}/run-1#run=run-2"
+    assert open_journal(f"{prefix}/run-2").first()["type"] == "continued"
+    assert latest_run_key(prefix, "run-3") == "run-2"
+    assert latest_run_key(prefix, "run-2") == "run-1"

@@ -202,3 +202,17 @@ def test_prior_observations_reach_a_study_without_a_journal(earlier, tmp_path):
                          r_min=4, r_max=16, warm_start=prior)
     X, n, y = opt.state.observations()
     assert list(n) == [16.0] and list(y) == [0.9] and opt.tokens_used == 0
+
+
+def test_bench_warmstart_command(tmp_path, capsys):
+    from ecotune.bench.cli import main
+
+    out = tmp_path / "ws.json"
+    assert main(["warmstart", "--seeds", "1", "--budget", "4000", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert len(res["runs"]) == 1 and "warm_median_saving" in res["summary"]
+    assert main(["warmstart", "--problem", "no-such-problem", "--seeds", "1"]) == 2
+    assert "no-such-problem" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["warmstart", "--seeds", "0"])
+    assert e.value.code == 2

@@ -7,6 +7,8 @@ Commands:
         --seeds 10 --optimizers ecotune,random,qmc,botorch,cmaes,bohb,helm \\
         --out benchmarks/report_arithmetic/
     ecotune bench waste runs/demo-*/journal.jsonl    # tokens spent re-measuring
+    ecotune bench suite --seeds 30 --out benchmarks/suite   # the peer benchmark (#11)
+    ecotune bench warmstart --seeds 10 --out benchmarks/warmstart.json  # a second run's saving
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--report-only", action="store_true", help="rebuild the report, run nothing")
     sub.add_parser("waste", help="tokens a study spent re-measuring greedy answers",
                    add_help=False)
+    sub.add_parser("warmstart", help="tokens a warm start saves on a study's second run",
+                   add_help=False)
     return p
 
 
@@ -73,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from ecotune.bench.waste import main as waste_main
 
         return waste_main(argv[1:])
+    if argv and argv[0] == "warmstart":
+        from ecotune.bench.warmstart import main as warmstart_main
+
+        return warmstart_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.cmd == "collect":

@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import math
 import tempfile
@@ -139,7 +140,7 @@ def summarise(rows: list[dict[str, Any]], budget: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ecotune.bench.warmstart",
+    p = argparse.ArgumentParser(prog="ecotune bench warmstart",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--problem", default="synthetic",
@@ -150,14 +151,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--out", help="write the runs and the summary as JSON here")
     a = p.parse_args(argv)
+    if a.seeds < 1 or a.budget < 1 or a.top_k < 1:
+        p.error("--seeds, --budget and --top-k must be >= 1")
 
     def save(res: dict[str, Any]) -> None:
         if a.out:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
             Path(a.out).write_text(json.dumps(res, indent=1, default=str))
 
-    res = warmstart_gain(a.problem, a.seeds, a.budget, a.top_k, first_seed=a.first_seed,
-                         log=lambda m: print(m, flush=True), on_seed=save)
+    try:
+        res = warmstart_gain(a.problem, a.seeds, a.budget, a.top_k, first_seed=a.first_seed,
+                             log=lambda m: print(m, flush=True), on_seed=save)
+    except (ValueError, OSError) as e:  # an unknown problem, an unreadable table
+        print(f"ecotune bench warmstart: {e}", file=sys.stderr)
+        return 2
     save(res)
     print(json.dumps(res["summary"], indent=2))
     return 0

@@ -134,6 +134,34 @@ def log_lookahead_ei(mean: np.ndarray, std: np.ndarray, noise_var: np.ndarray,
     return np.log(s) + h
 
 
+def completion_cost(cost: np.ndarray, mean: np.ndarray, lookahead_sd: np.ndarray,
+                    target: float) -> np.ndarray:
+    """Tokens of a screen plus the tokens it commits to in expectation.
+
+    Only a config measured at r_max can be the study's answer, so a screen at r < r_max
+    pays off only through finishing that config when the screen comes out above the
+    incumbent. Its effective cost is ``T(r) + P(μ' > f*) · (T(r_max) − T(r))``, where μ'
+    is the posterior mean after the screen (std ``lookahead_sd``) and ``P`` its normal
+    tail; at r_max nothing is left to buy. A myopic value per token of the screen alone
+    (value ∝ sqrt(Δ), cost ∝ Δ) favours the cheapest screens of promising configs over and
+    over; counting what they commit to removes that bias and leaves unpromising screens
+    cheap.
+
+    Args:
+        cost: tokens of each (config, level), shape (C, L); the last level is r_max.
+        mean, lookahead_sd: posterior mean and lookahead std, shape (C * L,) (row-major).
+        target: the incumbent f* plus the exploration margin.
+
+    Returns:
+        The effective tokens, shape (C, L).
+    """
+    cost = np.asarray(cost, float)
+    s = np.maximum(np.asarray(lookahead_sd, float), 1e-12).reshape(cost.shape)
+    p_up = norm.cdf((np.asarray(mean, float).reshape(cost.shape) - target) / s)
+    rest = np.maximum(cost[:, -1:] - cost, 0.0)
+    return cost + p_up * rest
+
+
 def choose_fidelity_ratio(log_eipt: np.ndarray, tau: float) -> int:
     """The scale-free fidelity rule for one chosen config.
 

@@ -145,3 +145,31 @@ def test_cost_model_composes_with_the_acquisition_off_any_grid():
     mean, std = posterior_mean_std(model, Z)
     np.testing.assert_allclose(eipt, expected_improvement(mean, std, 0.6) / got, rtol=1e-4,
                                atol=1e-12)
+
+
+def test_completion_cost_adds_what_a_promising_screen_commits_to():
+    from ecotune.acquisition import completion_cost
+
+    cost = np.array([[100.0, 400.0, 1000.0], [100.0, 400.0, 1000.0]])
+    mean = np.array([0.5, 0.5, 0.5, 0.0, 0.0, 0.0])       # at the target; far below it
+    sd = np.full(6, 0.05)
+    eff = completion_cost(cost, mean, sd, target=0.5)
+    # at the target a screen finishes with probability 1/2: half the rest is added
+    np.testing.assert_allclose(eff[0], [100 + 0.5 * 900, 400 + 0.5 * 600, 1000.0])
+    # ten standard deviations below it, a screen commits to nothing
+    np.testing.assert_allclose(eff[1], cost[1], rtol=1e-12)
+    # r_max is never charged more than itself, and nothing is ever cheaper than its tokens
+    assert (eff >= cost).all() and (eff[:, -1] == cost[:, -1]).all()
+
+
+def test_completion_cost_reaches_the_optimizer_and_its_journal_options():
+    from ecotune.optimizers import make_optimizer
+    from ecotune.space import SearchSpace
+
+    space = SearchSpace.from_dict({"temperature": {"type": "float", "low": 0.0, "high": 1.0}})
+    opt = make_optimizer("ecotune", space=space, budget_tokens=10_000, r_min=2, r_max=16,
+                         completion_cost=True)
+    assert opt.completion_cost and opt._options["completion_cost"] is True
+    paper = make_optimizer("ecotune", space=space, budget_tokens=10_000, r_min=2, r_max=16,
+                           acquisition="paper", completion_cost=True)
+    assert not paper.completion_cost  # the paper's eq. 3 prices a trial by its own tokens

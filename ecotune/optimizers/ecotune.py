@@ -27,8 +27,10 @@ from ecotune.acquisition import (
     TokenAwareExpectedImprovement,
     choose_fidelity,
     choose_fidelity_ratio,
+    completion_cost,
     fidelity_levels,
     log_lookahead_ei,
+    lookahead_std,
 )
 from ecotune.candidates import candidate_set
 from ecotune.cost import BoTorchTokenCost
@@ -57,6 +59,9 @@ class EcoTuneOptimizer(Optimizer):
         tau: the fidelity rule's threshold: a ratio for ``lookahead`` (default 0.5), EI per
             1,000 tokens at r_max for ``paper`` (default 0.002).
         early_stopping: stop trials that can no longer beat the incumbent (``lookahead``).
+        completion_cost: price a screen below r_max with the tokens it would take to finish
+            the config when the screen comes out above the incumbent (``lookahead``; see
+            :func:`ecotune.acquisition.completion_cost`).
         n_init: initial Sobol configurations (default: max(4, d // 2 + 2)).
         initial_configs: configs to run first, before the Sobol design (e.g. the HELM
             default). With ``candidates``, each is replaced by its nearest candidate.
@@ -71,7 +76,8 @@ class EcoTuneOptimizer(Optimizer):
     candidate_aware = True
 
     def __init__(self, *args: Any, acquisition: str = "lookahead", tau: float | None = None,
-                 early_stopping: bool = True, n_init: int | None = None, n_levels: int = 4,
+                 early_stopping: bool = True, completion_cost: bool = False,
+                 n_init: int | None = None, n_levels: int = 4,
                  n_candidates: int = 512, init_fidelity: int | None = None,
                  initial_configs: list[dict[str, Any]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -82,6 +88,7 @@ class EcoTuneOptimizer(Optimizer):
             raise ValueError("tau must be >= 0")
         self.acquisition, self.tau = acquisition, tau
         self.early_stopping = bool(early_stopping) and acquisition == "lookahead"
+        self.completion_cost = bool(completion_cost) and acquisition == "lookahead"
         self.n_init = int(n_init if n_init is not None else max(4, self.space.dim // 2 + 2))
         self.levels = fidelity_levels(self.r_min, self.r_max, n_levels)
         self.n_candidates = n_candidates
@@ -95,7 +102,8 @@ class EcoTuneOptimizer(Optimizer):
         self.last_decision: dict[str, Any] = {}
         self._options.update(tau=tau, n_init=self.n_init, n_levels=n_levels,
                              initial_configs=self.initial_configs, acquisition=acquisition,
-                             early_stopping=self.early_stopping)
+                             early_stopping=self.early_stopping,
+                             completion_cost=self.completion_cost)
 
     # ------------------------------------------------------------------ proposal
     def _propose(self) -> Proposal | None:
@@ -167,6 +175,10 @@ class EcoTuneOptimizer(Optimizer):
         cost = self.state.cost_model.predict(np.repeat(C, L, axis=0), max_tok,
                                        np.maximum(delta, 1).reshape(-1),
                                        prompt_tokens=self._increment_prompts(configs, done))
+        if self.completion_cost:
+            cost = completion_cost(cost.reshape(len(C), L), np.repeat(mu, L),
+                                   lookahead_std(np.repeat(sd, L), noise), f_star + xi
+                                   ).reshape(-1)
         penalty = self._pending_penalty(C, model)
         log_eipt = (log_ei - np.log(cost)).reshape(len(C), L) + penalty[:, None]
         log_eipt = np.where(valid, log_eipt, -np.inf)

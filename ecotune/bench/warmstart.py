@@ -24,9 +24,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import sys
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path

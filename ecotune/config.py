@@ -175,6 +175,8 @@ class StudyConfig(BaseModel):
     acquisition: Literal["lookahead", "paper"] | None = None
     #: EcoTune stops trials that can no longer beat the incumbent (default: on)
     early_stopping: bool | None = None
+    #: EcoTune prices a screen with what it commits to (ecotune.acquisition.completion_cost)
+    completion_cost: bool | None = None
     eta0: float = Field(0.1, gt=0)
     lam: float = Field(0.1, ge=0, alias="lambda")
     r_min: int = Field(5, ge=1)
@@ -242,7 +244,7 @@ class StudyConfig(BaseModel):
             both = sorted(set(space.names) & set(self.fixed))
             if both:
                 raise ValueError(f"{both} both searched and fixed; keep each in one place")
-        for k in ("tau", "acquisition", "early_stopping", "warm_start"):
+        for k in ("tau", "acquisition", "early_stopping", "completion_cost", "warm_start"):
             if getattr(self, k) is not None and self.optimizer != "ecotune":
                 raise ValueError(f"{k} applies only to optimizer 'ecotune'")
         if self.warm_start is not None and self.warm_start.journal == self.journal_uri:

@@ -124,3 +124,16 @@ def test_ecotune_only_settings_do_not_reach_other_optimizers():
     c = ChartConfig.of(chart_config(optimizer="random", tau=0.5, acquisition="paper"))
     s = c.study_config("j")
     assert s.optimizer == "random" and s.tau is None and s.acquisition is None
+
+
+@pytest.mark.parametrize("key,value,attr", [("completion_cost", True, "completion_cost"),
+                                            ("early_stopping", False, "early_stopping"),
+                                            ("acquisition", "paper", "acquisition")])
+def test_ecotune_only_settings_reach_the_optimizer_from_both_configs(tmp_path, key, value,
+                                                                     attr):
+    cfg = validate_study_config({**STUDY, key: value, "journal": str(tmp_path / "j.jsonl")})
+    opt = build_optimizer(cfg, make_task(cfg.task))
+    assert getattr(opt, attr) == value and opt._options[attr] == value
+    ChartConfig.of(chart_config(**{key: value}))  # the chart's model takes it too
+    with pytest.raises(ValueError, match=f"{key} applies only to optimizer 'ecotune'"):
+        validate_study_config({**STUDY, key: value, "optimizer": "random"})

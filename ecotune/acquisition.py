@@ -9,7 +9,9 @@ Two acquisitions, both EI per expected token in log space (``log EI − log E[T]
   config is the expected improvement of its posterior mean once they are seen: EI with the
   standard deviation of that update, ``σ̃ = σ² / sqrt(σ² + p(1 − p)/Δ)`` (a one-step
   lookahead; Frazier's knowledge gradient for an independent arm). Its cost is the tokens
-  of those Δ instances only: nested subsets keep what was measured. The fidelity rule is
+  of those Δ instances (nested subsets keep what was measured) plus, below r_max, what the
+  screen commits to: finishing the config if it comes out above the incumbent
+  (:func:`completion_cost`, on by default; measured in docs/benchmarks.md). The fidelity rule is
   scale-free (:func:`choose_fidelity_ratio`): the chosen config goes to r_max when EI per
   token there is at least τ times the best EI per token at a lower fidelity *for the same
   config*.

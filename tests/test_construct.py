@@ -126,7 +126,7 @@ def test_ecotune_only_settings_do_not_reach_other_optimizers():
     assert s.optimizer == "random" and s.tau is None and s.acquisition is None
 
 
-@pytest.mark.parametrize("key,value,attr", [("completion_cost", True, "completion_cost"),
+@pytest.mark.parametrize("key,value,attr", [("completion_cost", False, "completion_cost"),
                                             ("early_stopping", False, "early_stopping"),
                                             ("acquisition", "paper", "acquisition")])
 def test_ecotune_only_settings_reach_the_optimizer_from_both_configs(tmp_path, key, value,

@@ -254,16 +254,19 @@ def test_resume_with_candidates(tmp_path):
     assert again.tokens_used <= 30_000
 
 
-def test_ecotune_promotes_incrementally_and_prunes_against_the_incumbent():
-    """The default (lookahead) EcoTune climbs fidelities of configs it measured, each step
-    paying only the new instances (the replay keeps what a config measured), and once a
-    config is measured at r_max it asks every later trial to stop below its lower bound."""
+@pytest.mark.parametrize("completion_cost", [True, False], ids=["default", "increment"])
+def test_ecotune_promotes_incrementally_and_prunes_against_the_incumbent(completion_cost):
+    """The lookahead EcoTune climbs fidelities of configs it measured, each step paying only
+    the new instances (the replay keeps what a config measured), and once a config is
+    measured at r_max it asks every later trial to stop below its lower bound. Priced by
+    their own instances only, screens are most trials; priced with what they commit to (the
+    default), the configs left below r_max are the ones that screened worse."""
     from ecotune.bench.collect import sobol_configs
     from ecotune.bench.replay import ReplayEvaluator, Table
     from ecotune.pruning import incumbent_floor
 
     table = Table.from_landscape(LAND, SPACE, sobol_configs(SPACE, 40, seed=2), 40)
-    opt = _make("ecotune", budget=60_000, max_trials=40)
+    opt = _make("ecotune", budget=60_000, max_trials=40, completion_cost=completion_cost)
     ev = ReplayEvaluator(table)
     seen, promotions = {}, 0
     while (t := opt.ask()) is not None:
@@ -281,7 +284,13 @@ def test_ecotune_promotes_incrementally_and_prunes_against_the_incumbent():
             assert t.prune_below is None
         opt.tell(t, result=res)
     assert promotions >= 1
-    assert sum(r.n_evaluated < opt.r_max for r in opt.state.results.values()) > len(opt.state.results) / 2
+    results = list(opt.state.results.values())
+    below = [r.score for r in results if r.n_evaluated < opt.r_max and r.score is not None]
+    full = [r.score for r in results if r.n_evaluated >= opt.r_max]
+    if completion_cost:
+        assert below and full and np.mean(below) < np.mean(full)
+    else:
+        assert len(below) > len(results) / 2
     assert opt.best()[0] is not None and opt.tokens_used <= 60_000
 
 

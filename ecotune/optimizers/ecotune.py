@@ -8,7 +8,9 @@ r_max, so the study always ends with a configuration measured at r_max. Two acqu
 
 * ``lookahead`` (default): one GP over configs, each config's prefix mean at its largest r
   as an unbiased observation with binomial noise p(1 − p)/r; EI of the posterior mean after
-  Δ more instances, per token of those Δ instances (promotion keeps what was measured);
+  Δ more instances, per token of those Δ instances plus, below r_max, the tokens that
+  finishing the config would take times the chance the screen comes out above the
+  incumbent (``completion_cost``; promotion keeps what was measured);
   the scale-free fidelity rule with τ as a ratio (default 0.5). Losing trials are stopped
   early (``prune_below`` = the incumbent's lower bound, :mod:`ecotune.pruning`).
 * ``paper``: the paper's multi-fidelity GP, eq. 3 and eq. 4 with an absolute τ on EI per
@@ -60,8 +62,10 @@ class EcoTuneOptimizer(Optimizer):
             1,000 tokens at r_max for ``paper`` (default 0.002).
         early_stopping: stop trials that can no longer beat the incumbent (``lookahead``).
         completion_cost: price a screen below r_max with the tokens it would take to finish
-            the config when the screen comes out above the incumbent (``lookahead``; see
-            :func:`ecotune.acquisition.completion_cost`).
+            the config when the screen comes out above the incumbent (``lookahead``; default
+            on, chosen on the peer benchmark: docs/benchmarks.md; see
+            :func:`ecotune.acquisition.completion_cost`). Off: a screen costs its own
+            instances only.
         n_init: initial Sobol configurations (default: max(4, d // 2 + 2)).
         initial_configs: configs to run first, before the Sobol design (e.g. the HELM
             default). With ``candidates``, each is replaced by its nearest candidate.
@@ -76,7 +80,7 @@ class EcoTuneOptimizer(Optimizer):
     candidate_aware = True
 
     def __init__(self, *args: Any, acquisition: str = "lookahead", tau: float | None = None,
-                 early_stopping: bool = True, completion_cost: bool = False,
+                 early_stopping: bool = True, completion_cost: bool = True,
                  n_init: int | None = None, n_levels: int = 4,
                  n_candidates: int = 512, init_fidelity: int | None = None,
                  initial_configs: list[dict[str, Any]] | None = None, **kwargs: Any):

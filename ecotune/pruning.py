@@ -1,12 +1,13 @@
 """Stop a losing trial early (the pruning idea of EcoOptiGen), on a bound that cannot lie.
 
-A trial scores its instances in order. Per-instance scores lie in [0, 1], so after ``n``
+A trial scores its instances in order. Task scores lie in [0, 1], so after ``n``
 instances with score sum ``k`` the Clopper–Pearson interval bounds the config's true mean
 score (for Bernoulli scores exactly; for scores in [0, 1] conservatively, since a Bernoulli
 has the widest tails of any [0, 1] variable with that mean). Once the upper bound at level
 ``1 − alpha`` is below the incumbent's *lower* bound at r_max, the trial cannot be the
 better config at that confidence: it stops and is told with what it evaluated
-(status ``pruned``), and the tokens of the instances it did not run are saved.
+(status ``pruned``), and the tokens of the instances it did not run are saved. Scores
+outside [0, 1] (a benchmark function's) have no such bound: nothing is pruned then.
 
 Example:
     >>> lo, hi = clopper_pearson(3, 20, alpha=0.05)
@@ -39,14 +40,24 @@ def clopper_pearson(k: float, n: int, alpha: float = ALPHA) -> tuple[float, floa
     return lower, upper
 
 
-def incumbent_floor(scores: Sequence[float], alpha: float = ALPHA) -> float:
-    """The incumbent's lower bound: what a challenger must be able to reach."""
+def in_unit_interval(scores: Sequence[float]) -> bool:
+    """Whether every score lies in [0, 1], where the bounds hold (task scores do; a
+    benchmark function's normalised value need not)."""
+    return all(0.0 <= float(s) <= 1.0 for s in scores)
+
+
+def incumbent_floor(scores: Sequence[float], alpha: float = ALPHA) -> float | None:
+    """The incumbent's lower bound: what a challenger must be able to reach; None when a
+    score lies outside [0, 1] (no bound holds there, so nothing is pruned)."""
+    if not in_unit_interval(scores):
+        return None
     return clopper_pearson(float(sum(scores)), len(scores), alpha)[0]
 
 
 def should_prune(scores: Sequence[float], prune_below: float | None,
                  alpha: float = ALPHA) -> bool:
-    """True once the upper bound of the mean of ``scores`` is below ``prune_below``."""
-    if prune_below is None or not scores:
+    """True once the upper bound of the mean of ``scores`` is below ``prune_below``;
+    never for scores outside [0, 1]."""
+    if prune_below is None or not scores or not in_unit_interval(scores):
         return False
     return clopper_pearson(float(sum(scores)), len(scores), alpha)[1] < prune_below

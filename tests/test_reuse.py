@@ -164,3 +164,16 @@ def test_never_stops_a_trial_that_could_still_win(scores, incumbent) -> None:
         assert clopper_pearson(sum(scores), len(scores))[1] < floor
     if sum(scores) / len(scores) >= floor:
         assert not stopped
+
+
+def test_no_pruning_bound_outside_the_unit_interval():
+    """A benchmark function's normalised scores can be negative or above 1: no Clopper-Pearson
+    bound holds there, so nothing is pruned and the incumbent has no floor (the suite's
+    Branin runs used to crash here with k < 0)."""
+    from ecotune.pruning import incumbent_floor, should_prune
+
+    assert incumbent_floor([-0.4, 0.2, 0.1]) is None
+    assert incumbent_floor([1.3, 0.9]) is None
+    assert not should_prune([-0.5] * 20, prune_below=0.9)
+    assert should_prune([0.0] * 20, prune_below=0.9)  # in [0, 1] the bound still prunes
+    assert 0.0 < incumbent_floor([1.0] * 10 + [0.0] * 10) < 0.5

@@ -5,7 +5,9 @@ its own workdir and so a fresh response cache (a run does not profit from an ear
 one's answers), without tracking or promotion, and prints, per run and over all runs, what
 ``ecotune bench waste`` measures: the share of the budget spent re-measuring
 (canonical config, instance) pairs already seen under greedy decoding (target ≤ 2%), the
-trials below r_max (target: most), and the tokens reused.
+trials below r_max (target: most), the tokens reused, and each run's answer (its best
+config at r_max) scored on held-out instances after r_max. A run whose journal exists is
+resumed, not run again, so re-running only adds what is missing.
 
 Usage:
     python -m ecotune.bench.demo_waste --runs 3 --out runs/demo-waste   # starts vLLM (~40 s)
@@ -19,6 +21,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ecotune.bench.waste import waste
 from ecotune.config import load_study_config, with_overrides
@@ -33,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="examples/demo.yaml")
     ap.add_argument("--out", default="runs/demo-waste")
     ap.add_argument("--seed0", type=int, default=0, help="seed of the first run (+1 each)")
+    ap.add_argument("--held-out", type=int, default=40,
+                    help="score each run's answer on this many unseen instances (0: off)")
     args = ap.parse_args(argv)
     rows = []
     with start_local_vllm() as url:
@@ -42,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = with_overrides(load_study_config(args.config), name=f"demo-{i}",
                                  seed=args.seed0 + i, workdir=str(work),
                                  tracking={"enabled": False}, promotion={"enabled": False})
-            run_tune(cfg, stream=io.StringIO(), live=False)
-            w = waste(open_journal(cfg.journal_uri).records())
+            done = bool(open_journal(cfg.journal_uri).records())  # a finished run: kept
+            run_tune(cfg, resume=done, stream=io.StringIO(), live=False)
+            records = open_journal(cfg.journal_uri).records()
+            w = {**waste(records), **held_out(cfg, records, args.held_out)}
             rows.append(w)
             print(json.dumps({"run": i, "seed": args.seed0 + i, **w}), flush=True)
     budget = sum(r["budget_tokens"] for r in rows)
@@ -54,8 +61,27 @@ def main(argv: list[str] | None = None) -> int:
              "below_r_max": sum(r["below_r_max"] for r in rows),
              "tokens_charged": sum(r["tokens_charged"] for r in rows),
              "tokens_reused": sum(r["tokens_reused"] for r in rows)}
+    scores = [r["held_out_score"] for r in rows if r.get("held_out_score") is not None]
+    total["mean_held_out_score"] = sum(scores) / len(scores) if scores else None
     print(json.dumps({"total": total}))
     return 0
+
+
+def held_out(cfg: Any, records: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """The study's answer (its best config at r_max) scored on ``n`` instances after r_max
+    in the nested order, which no trial saw: the score a user of the winner gets."""
+    from ecotune.engines.session import engine_session
+    from ecotune.study import best_from_journal, build_task
+    from ecotune.trial_runner import evaluate_config
+
+    best, tuning = best_from_journal(records, cfg.r_max)
+    if best is None or n <= 0:
+        return {"held_out_score": None}
+    task, order = build_task(cfg)
+    with engine_session(cfg, lambda *_: None) as (engine, _spec):
+        res = evaluate_config(task, engine, best, order[cfg.r_max: cfg.r_max + n])
+    return {"best_tuning_score": tuning, "held_out_score": res.score, "held_out_n": n,
+            "held_out_tokens": res.tokens}
 
 
 if __name__ == "__main__":

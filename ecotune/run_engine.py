@@ -41,7 +41,7 @@ def engine_name(study: str, run_key: str) -> str:
     the study name and a hash of the run key, the same in every step of one run."""
     digest = hashlib.sha256(run_key.encode()).hexdigest()[:10]
     base = re.sub(r"[^a-z0-9-]+", "-", study.lower()).strip("-")[:40].rstrip("-") or "study"
-    return f"ecotune-{base}-{digest}" if base[0].isalpha() else f"ecotune-s{base}-{digest}"
+    return f"ecotune-{base}-{digest}"
 
 
 def pod_namespace(default: str | None = None) -> str:

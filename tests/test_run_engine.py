@@ -44,7 +44,8 @@ def test_engine_name_is_a_dns_label_fixed_per_run() -> None:
     assert len(a) <= 63 and a == a.lower() and a[0].isalpha() and a[-1].isalnum()
     assert a == engine_name("Llama_3/8B gsm8k" + "x" * 80, "run-1")
     assert a != engine_name("Llama_3/8B gsm8k" + "x" * 80, "run-2")
-    assert engine_name("7b", "r").startswith("ecotune-s7b-")
+    assert engine_name("7b", "r").startswith("ecotune-7b-")
+    assert engine_name("--", "r").startswith("ecotune-study-")
     with pytest.raises(ValueError):
         spec(name="Not_A_Label")
 

@@ -238,7 +238,7 @@ def test_helm_test_pods() -> None:
     tests = [d for d in of_kind(docs, "Pod")
              if d["metadata"]["annotations"].get("helm.sh/hook") == "test"]
     names = {t["metadata"]["name"] for t in tests}
-    assert names == {"ecotune-test-kfp", "ecotune-test-mlflow",
+    assert names == {"ecotune-test-kfp", "ecotune-test-kfp-auth", "ecotune-test-mlflow",
                      "ecotune-test-engine-qwen-7b-mmlu", "ecotune-test-engine-qwen-32b-humaneval"}
     for t in tests:
         assert t["spec"]["containers"][0]["image"].startswith("curlimages/curl:8.")
@@ -287,3 +287,70 @@ def test_good_minimal_study_is_accepted(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump({"studies": [GOOD_STUDY]}))
     assert len(of_kind(render(good), "CronJob")) == 1
+
+
+# -- helm test: the submit credentials list KFP experiments ----------------------------------
+def _run_check(pod: dict, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The test pod's shell check, run here (curl) with the pod's env plus ``env``."""
+    (c,) = pod["spec"]["containers"]
+    penv = {e["name"]: e.get("value", "") for e in c.get("env", []) if "value" in e}
+    return subprocess.run(["sh", "-c", c["args"][0]], capture_output=True, text=True,
+                          timeout=60, env={"PATH": os.environ["PATH"], **penv, **env})
+
+
+@pytest.mark.parametrize("mode", ["serviceAccountToken", "existingSecret"])
+def test_helm_test_lists_experiments_with_the_submit_credentials(tmp_path: Path, mode: str
+                                                                 ) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sets = (f"kfp.auth.mode={mode}", "kfp.auth.existingSecret=kfp-token")
+    docs = render(EXAMPLES / "qwen-multi.yaml", sets=sets)
+    (pod,) = [d for d in of_kind(docs, "Pod") if d["metadata"]["name"].endswith("test-kfp-auth")]
+    spec = pod["spec"]
+    assert spec["serviceAccountName"].endswith("-submit")
+    (c,) = spec["containers"]
+    if mode == "serviceAccountToken":
+        (vol,) = spec["volumes"]
+        src = vol["projected"]["sources"][0]["serviceAccountToken"]
+        assert src["audience"] == "pipelines.kubeflow.org"
+        assert c["volumeMounts"][0]["mountPath"] == "/var/run/secrets/kubeflow/pipelines"
+    else:
+        (sec,) = [e for e in c["env"] if e["name"] == "KFP_BEARER_TOKEN"]
+        assert sec["valueFrom"]["secretKeyRef"]["name"] == "kfp-token"
+    seen: list[tuple[str, str | None]] = []
+
+    class Api(BaseHTTPRequestHandler):  # a KFP v2beta1 API that checks the bearer token
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization")))
+            ok = self.headers.get("Authorization") == "Bearer s3cret"
+            body = json.dumps({"experiments": []} if ok else {"error": "unauthenticated"})
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{srv.server_address[1]}"
+        token = tmp_path / "token"
+        for secret, ok in (("s3cret", True), ("wrong", False)):
+            token.write_text(secret)
+            env = {"KFP_HOST": host, **({"KFP_TOKEN_PATH": str(token)}
+                                        if mode == "serviceAccountToken"
+                                        else {"KFP_BEARER_TOKEN": secret})}
+            res = _run_check(pod, env)
+            assert (res.returncode == 0) is ok, res.stderr
+        ns = c["env"][1]["value"]
+        assert seen[0] == (f"/apis/v2beta1/experiments?namespace={ns}&page_size=1",
+                           "Bearer s3cret")
+    finally:
+        srv.shutdown()
+    # no auth, no such test
+    docs = render(EXAMPLES / "qwen-multi.yaml", sets=("kfp.auth.mode=none",))
+    assert not [d for d in of_kind(docs, "Pod") if d["metadata"]["name"].endswith("kfp-auth")]

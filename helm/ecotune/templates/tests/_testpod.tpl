@@ -1,7 +1,9 @@
 {{/*
 A `helm test` pod that runs one shell check with the pinned curl image, with the chart's
 podSecurityContext/securityContext (a high non-root UID: curl needs no user of the image).
-Args: dict "root" $ "name" suffix "script" "sh -c text" "env" (list of env entries).
+Args: dict "root" $ "name" suffix "script" "sh -c text" "env" (list of env entries);
+optional "serviceAccount" (a name), "volumes" and "volumeMounts" (lists), e.g. a projected
+token the check presents.
 */}}
 {{- define "ecotune.testPod" -}}
 {{- $root := .root -}}
@@ -17,6 +19,9 @@ metadata:
     helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 spec:
   restartPolicy: Never
+  {{- with .serviceAccount }}
+  serviceAccountName: {{ . }}
+  {{- end }}
   automountServiceAccountToken: false
   {{- with include "ecotune.imagePullSecrets" $root }}{{ . | nindent 2 }}{{ end }}
   securityContext:
@@ -36,4 +41,12 @@ spec:
         {{- toYaml $root.Values.tests.resources | nindent 8 }}
       securityContext:
         {{- toYaml $root.Values.securityContext | nindent 8 }}
+      {{- with .volumeMounts }}
+      volumeMounts:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+  {{- with .volumes }}
+  volumes:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}

@@ -17,8 +17,9 @@ def evaluate_trial(study: dict, trial: dict, engine_url: str) -> str:
     Idempotent: a trial already told returns at once; instance records written by a
     crashed attempt are deduplicated by key. Every token spent is told, also when the
     evaluation fails part way (``components._steps.run_trial``). With tracking on, the
-    trial's MLflow run is written as soon as it is told (``components._steps.log_trials``). An empty ``engine_url``
-    starts vLLM inside this pod (GPU evaluator image); ``fake://`` uses a FakeEngine (tests).
+    trial's MLflow run is written as soon as it is told (``components._steps.log_trials``).
+    An empty ``engine_url`` starts vLLM inside this pod (GPU evaluator image); ``fake://``
+    uses a FakeEngine (tests).
 
     Returns:
         The trial's status (``complete``/``partial``/``failed``/``already-told``).

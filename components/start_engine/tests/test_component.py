@@ -60,3 +60,17 @@ def test_start_engine_fails_clearly_when_never_ready(tmp_path, monkeypatch):
         cfg["engine"]["gpu_evaluator"]["startup_timeout_s"] = 0.5
         with pytest.raises(TimeoutError, match="not ready"):
             start_engine.python_func(study=cfg, run_key="run-1")
+
+
+def test_the_exit_handler_deletes_the_engine_even_when_the_journal_is_unreadable(kube,
+                                                                                   tmp_path):
+    cfg = gpu_study()
+    start_engine.python_func(study=cfg, run_key="run-9")
+    assert len(kube.objects) == 2
+    bad = tmp_path / "journal-is-a-dir"
+    (bad / "run-9").mkdir(parents=True)  # the run's journal path cannot be read as a file
+    with pytest.raises(IsADirectoryError):
+        finalize_study.python_func(study=cfg, journal_uri=str(bad), engine_url="",
+                                   status=final_status("FAILED"), run_key="run-9",
+                                   stop_engine=True)
+    assert kube.objects == {}

@@ -22,7 +22,7 @@ from ecotune.journal import open_journal
 
 pytestmark = pytest.mark.integration
 
-BUDGET = 8000
+BUDGET = 20000  # 8 trials fit: the study is still running when it is interrupted
 EXPERIMENT = f"e2e-{uuid.uuid4().hex[:8]}"
 
 

@@ -5,7 +5,7 @@ each run keeping its own rounds; a finished study is followed by a new one, whic
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -15,6 +15,7 @@ from components.sample_dataset import sample_dataset
 from components.testing import final_status, run_rounds, study_config
 from ecotune.continuation import continuation_uri, previous_journal, run_journal, stopped_for_rounds
 from ecotune.journal import open_journal, split_uri, with_params
+from ecotune.testing.http import JsonHandler
 from pipelines import submit as submit_mod
 
 
@@ -154,31 +155,21 @@ def test_submit_names_the_studys_latest_run_to_a_kfp_api_server(tmp_path, monkey
              "created_at": "2026-01-19T04:00:00Z"}]
     posted: list[dict] = []
 
-    class Api(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def _reply(self, obj):
-            body = json.dumps(obj).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    class Api(JsonHandler):
 
         def do_GET(self):  # noqa: N802
             if self.path.startswith("/apis/v2beta1/runs"):
-                self._reply({"runs": runs, "total_size": len(runs)})
+                self.reply({"runs": runs, "total_size": len(runs)})
             else:
-                self._reply({"experiments": [], "total_size": 0})
+                self.reply({"experiments": [], "total_size": 0})
 
         def do_POST(self):  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
             if self.path.startswith("/apis/v2beta1/experiments"):
-                self._reply({"experiment_id": "exp-1", **body})
+                self.reply({"experiment_id": "exp-1", **body})
             else:
                 posted.append(body)
-                self._reply({"run_id": "new", "display_name": body.get("display_name")})
+                self.reply({"run_id": "new", "display_name": body.get("display_name")})
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Api)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

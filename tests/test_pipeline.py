@@ -349,39 +349,31 @@ def test_the_projected_token_reaches_a_kfp_api_server(tmp_path, monkeypatch):
     request carries the ServiceAccount token from KF_PIPELINES_SA_TOKEN_PATH."""
     import json
     import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import ThreadingHTTPServer
+
+    from ecotune.testing.http import JsonHandler
 
     seen: list[tuple[str, str, str | None]] = []
 
-    class Api(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def _reply(self, obj):
-            body = json.dumps(obj).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    class Api(JsonHandler):
 
         def do_GET(self):  # noqa: N802
             seen.append(("GET", self.path, self.headers.get("Authorization")))
             if self.path.startswith("/apis/v2beta1/experiments"):
-                self._reply({"experiments": [], "total_size": 0})
+                self.reply({"experiments": [], "total_size": 0})
             elif self.path.startswith("/apis/v2beta1/runs"):
-                self._reply({"runs": [], "total_size": 0})
+                self.reply({"runs": [], "total_size": 0})
             else:
-                self._reply({})
+                self.reply({})
 
         def do_POST(self):  # noqa: N802
             n = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(n) or b"{}")
             seen.append(("POST", self.path, self.headers.get("Authorization")))
             if self.path.startswith("/apis/v2beta1/experiments"):
-                self._reply({"experiment_id": "exp-1", **body})
+                self.reply({"experiment_id": "exp-1", **body})
             else:
-                self._reply({"run_id": "run-9", "display_name": body.get("display_name")})
+                self.reply({"run_id": "run-9", "display_name": body.get("display_name")})
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Api)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

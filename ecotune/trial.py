@@ -61,6 +61,10 @@ class Trial:
         )
 
 
+#: the error of a trial whose token limit did not admit its first instance
+NOTHING_FIT = "token limit below one instance"
+
+
 @dataclass
 class TrialResult:
     """What running a trial produced; every token the engine reported is counted.
@@ -90,6 +94,15 @@ class TrialResult:
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens + self.unsettled_tokens
+
+    @property
+    def nothing_fit(self) -> bool:
+        """True when the trial's token limit did not admit even its first instance: it
+        ran nothing and spent nothing (an engine error is not this: it carries its own
+        ``error``)."""
+        return (self.n_evaluated == 0 and self.tokens == 0
+                and self.status in (TrialStatus.PARTIAL, TrialStatus.FAILED)
+                and self.error in (None, NOTHING_FIT))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

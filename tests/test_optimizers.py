@@ -13,7 +13,7 @@ from ecotune.bench.synthetic import SyntheticEvaluator, SyntheticLandscape, synt
 from ecotune.journal import JournalError, open_journal
 from ecotune.optimizers import OPTIMIZERS, make_optimizer
 from ecotune.study_loop import run_study
-from ecotune.trial import Trial, TrialResult
+from ecotune.trial import NOTHING_FIT, Trial, TrialResult, TrialStatus
 
 LAND = SyntheticLandscape(120, seed=3)
 SPACE = synthetic_space()
@@ -364,3 +364,46 @@ def test_study_state_is_what_callers_read(tmp_path):
     assert again.state.is_told(t.id) and again.state.n_asked == 1
     with pytest.raises(TypeError, match="StudyState"):
         RandomSearch(SPACE)
+
+
+
+@pytest.mark.parametrize("name", ["ecotune", "random", "bohb"])
+def test_a_trial_that_cannot_run_ends_the_study(name, tmp_path):
+    """A trial whose limit admits not even its first instance spends nothing; asking such
+    trials again would loop forever. The study learns the limit did not fit and stops
+    (``budget``) while less than that is left; a resumed study knows it too."""
+    budget = int(_make(name).state.min_trial_cost()) + 1  # a first trial fits, barely
+    opt = _make(name, journal=tmp_path / "j.jsonl", budget=budget)
+    t = opt.ask()
+    assert t.token_limit == budget  # the whole budget: its worst case is more
+    opt.tell(t, TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
+                            status=TrialStatus.FAILED, error=NOTHING_FIT))
+    assert opt.state.unaffordable == budget + 1 and opt.state.min_trial_cost() > budget
+    assert opt.ask() is None and opt.stop_reason == "budget" and opt.tokens_used == 0
+    again = _make(name, journal=tmp_path / "j.jsonl", budget=budget)
+    assert again.state.unaffordable == budget + 1 and again.ask() is None
+
+
+def test_borehole_study_ends():
+    """BoTorch's Borehole levels cost more than the cost model's per-instance worst case
+    at r = 1: EcoTune seed 1 once asked trials that could not run for ever."""
+    from ecotune.bench.runs import load_bench, run_to_end
+    from ecotune.bench.suite import problem_budget
+
+    bench = load_bench("borehole")
+    budget = problem_budget("borehole", bench)
+    opt = make_optimizer("ecotune", space=bench.space, budget_tokens=budget, r_min=bench.r_min,
+                         r_max=bench.r_max, seed=1, max_trials=500)
+    run_to_end(opt, bench.make_evaluator(1), bench.true_score)
+    assert opt.stop_reason == "budget" and len(opt.state.results) < 200
+    assert sum(r.nothing_fit for r in opt.state.results.values()) <= 1
+
+
+def test_nothing_fit_is_not_an_engine_error():
+    ok = TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
+                     status=TrialStatus.PARTIAL)
+    down = TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
+                       status=TrialStatus.FAILED, error="ConnectError: refused")
+    billed = TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
+                         status=TrialStatus.FAILED, error=NOTHING_FIT, unsettled_tokens=9)
+    assert ok.nothing_fit and not down.nothing_fit and not billed.nothing_fit

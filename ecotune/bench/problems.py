@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ecotune.space import SearchSpace
-from ecotune.trial import Trial, TrialResult, TrialStatus
+from ecotune.trial import NOTHING_FIT, Trial, TrialResult, TrialStatus
 
 #: tokens per unit of fidelity and per trial for the function problems
 ALPHA, BETA = 40, 100
@@ -258,7 +258,7 @@ class ProblemEvaluator:
             r -= 1
         if r < pb.r_min:
             return TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
-                               status=TrialStatus.FAILED, error="token limit below r_min")
+                               status=TrialStatus.FAILED, error=NOTHING_FIT)
         status = TrialStatus.COMPLETE if r == trial.fidelity else TrialStatus.PARTIAL
         return TrialResult(score=float(pb.value(U, r)[0]), prompt_tokens=int(pb.cost(U, r)[0]),
                            completion_tokens=0, n_evaluated=r, status=status)

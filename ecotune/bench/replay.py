@@ -37,7 +37,7 @@ from ecotune.bench.collect import read_table_records
 from ecotune.evaluator import fits
 from ecotune.pruning import should_prune
 from ecotune.space import SearchSpace
-from ecotune.trial import Trial, TrialResult, TrialStatus
+from ecotune.trial import NOTHING_FIT, Trial, TrialResult, TrialStatus
 
 
 @dataclass
@@ -194,7 +194,7 @@ def scan_prefix(trial: Trial, outcome: Any, n_instances: int, known: int,
     if not scores:
         return TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
                            status=TrialStatus.FAILED, instance_ids=[], instance_scores=[],
-                           error="token limit below one instance")
+                           error=NOTHING_FIT)
     if n < trial.fidelity and status == TrialStatus.COMPLETE:
         status = TrialStatus.PARTIAL  # fewer instances than asked exist
     return TrialResult(score=float(np.mean(scores)), prompt_tokens=p_tot, completion_tokens=c_tot,

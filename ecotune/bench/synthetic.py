@@ -17,7 +17,7 @@ import numpy as np
 from ecotune.decoding import SamplingParams
 from ecotune.evaluator import fits
 from ecotune.space import SearchSpace, default_llm_space
-from ecotune.trial import Trial, TrialResult, TrialStatus
+from ecotune.trial import NOTHING_FIT, Trial, TrialResult, TrialStatus
 
 ANSWER_TOKENS = 6
 
@@ -103,4 +103,4 @@ class SyntheticEvaluator:
                            prompt_tokens=p_tot, completion_tokens=c_tot, n_evaluated=n,
                            status=status if scores else TrialStatus.FAILED,
                            instance_ids=[str(i) for i in range(n)], instance_scores=scores,
-                           error=None if scores else "token limit below one instance")
+                           error=None if scores else NOTHING_FIT)

@@ -116,6 +116,10 @@ class StudyState:
         self.stop_reason: str | None = None
         self._reissue: list[int] = []
         self._next_id = 0
+        #: a trial's worst case known not to fit: one more than the largest limit of a
+        #: trial that could not run its first instance (0: none yet). The study stops
+        #: when the budget left is below it, instead of asking such trials forever.
+        self.unaffordable = 0
         #: settings recorded in the journal header (the proposer adds its own)
         self.options: dict[str, Any] = {
             "max_trials": max_trials, "max_failed_trials": max_failed_trials, "eta0": eta0,
@@ -298,6 +302,8 @@ class StudyState:
         full = (result.score if result.score is not None and result.n_evaluated >= self.r_max
                 and not failed else None)
         self.budget.charge(tid, result.tokens, full, failed=failed)
+        if result.nothing_fit:
+            self.unaffordable = max(self.unaffordable, trial.token_limit + 1)
         self.cost_model.observe(self.space.encode(trial.config), result.n_evaluated,
                                 result.prompt_tokens, result.completion_tokens,
                                 self.max_completion(trial.config))
@@ -350,10 +356,12 @@ class StudyState:
         return int(config.get("max_tokens", self.fixed.get("max_tokens", 16))) * self.samples
 
     def min_trial_cost(self) -> float:
-        """Worst case of the cheapest trial: r_min instances at the lowest max_tokens."""
+        """Worst case of the cheapest trial: r_min instances at the lowest max_tokens, and
+        no less than a limit a trial was already seen not to fit in (``unaffordable``)."""
         p = self.space.params.get("max_tokens")
         low = int(p.low) if p is not None and hasattr(p, "low") else self.max_completion({})
-        return self.r_min * self.cost_model.worst_case_per_instance(low * self.samples)
+        return max(self.r_min * self.cost_model.worst_case_per_instance(low * self.samples),
+                   float(self.unaffordable))
 
     def mean_trial_cost(self) -> float:
         """Mean tokens of the trials told so far; the cheapest trial's worst case before

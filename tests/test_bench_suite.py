@@ -75,13 +75,15 @@ def test_summary_statistics() -> None:
 
 
 def test_suite_smoke_runs_resumes_and_rejects_bad_input(tmp_path: Path) -> None:
-    """The CI version of ``ecotune bench suite``: 2 seeds, 2 problems, 3 methods."""
+    """The CI version of ``ecotune bench suite``: 2 seeds, 2 problems, 4 methods (both
+    BOHBs: Syne Tune's and SMAC3's)."""
     from ecotune.bench.cli import main
 
     out = tmp_path / "suite"
     assert main(["suite", "--smoke", "--seeds", "2", "--out", str(out)]) == 0
     runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
-    assert len(runs) == 2 * 2 * 3
+    assert len(runs) == 2 * 2 * 4
+    assert {r["method"] for r in runs} == {"ecotune", "random", "bohb", "smac_bohb"}
     assert {r["problem"] for r in runs} == {"branin", "noisy-branin"}
     assert all(r["tokens_used"] <= r["budget"] and r["over_limit"] == 0 for r in runs)
     md = (out / "report.md").read_text()

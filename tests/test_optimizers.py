@@ -316,6 +316,31 @@ def test_syne_tune_peers_climb_its_rungs_paying_only_new_instances(name):
     assert climbs >= 2 and opt.tokens_used <= 40_000
 
 
+def test_smac_bohb_runs_hyperband_brackets_paying_only_new_instances():
+    """SMAC3's own Hyperband decides which configs go on: a config asked again comes at a
+    larger budget, and the replay keeps what its lower budget measured."""
+    from ecotune.bench.collect import sobol_configs
+    from ecotune.bench.replay import ReplayEvaluator, Table
+
+    table = Table.from_landscape(LAND, SPACE, sobol_configs(SPACE, 30, seed=2), 40)
+    opt = _make("smac_bohb", budget=40_000)
+    ev = ReplayEvaluator(table)
+    seen: dict[str, int] = {}
+    climbs = 0
+    while (t := opt.ask()) is not None:
+        res = ev.evaluate(t)
+        key = json.dumps(t.config, sort_keys=True)
+        if key in seen:
+            assert t.fidelity > seen[key]
+            assert res.reused_tokens > 0  # the lower budget's instances were kept
+            climbs += 1
+        seen[key] = t.fidelity
+        opt.tell(t, result=res)
+    assert climbs >= 2 and opt.tokens_used <= 40_000
+    # SMAC's budgets run down from r_max by η (40, 13.3; 4.4 would be below r_min = 5)
+    assert {t.fidelity for t in opt.state.trials.values()} == {13, 40}
+
+
 @pytest.mark.parametrize("name", ["random", "ecotune"])
 def test_consecutive_failed_trials_stop_the_study_and_survive_a_resume(name, tmp_path):
     """K failed trials in a row stop the study (``failed_trials``); a trial that did not

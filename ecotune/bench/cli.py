@@ -116,7 +116,7 @@ def _suite(args: argparse.Namespace) -> int:
 
     from ecotune.bench.suite import METHODS, run_suite, write_report
 
-    smoke_methods = ("ecotune", "random", "bohb")
+    smoke_methods = ("ecotune", "random", "bohb", "smac_bohb")
     methods = ([m.strip() for m in args.optimizers.split(",") if m.strip()] if args.optimizers
                else list(smoke_methods if args.smoke else METHODS))
     from ecotune.bench.runs import EXPERIMENTS

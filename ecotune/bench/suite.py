@@ -38,7 +38,7 @@ from ecotune.bench.runs import load_bench, replay_one, tokens_to_target
 log = logging.getLogger(__name__)
 
 METHODS = ("ecotune", "ecotune+increment", "ecotune+paper", "random", "qmc", "botorch",
-           "cmaes", "bohb", "asha", "tpe_hyperband", "gp", "tpe", "eipu", "mfkg")
+           "cmaes", "bohb", "smac_bohb", "asha", "tpe_hyperband", "gp", "tpe", "eipu", "mfkg")
 TABLES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "tables"
 FRACTIONS = (0.25, 0.5, 1.0)
 

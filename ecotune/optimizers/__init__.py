@@ -20,7 +20,7 @@ from ecotune.optimizers.base import Optimizer
 from ecotune.optimizers.state import StudyState
 from ecotune.space import SearchSpace
 
-OPTIMIZERS = ("ecotune", "random", "qmc", "botorch", "cmaes", "bohb", "asha",
+OPTIMIZERS = ("ecotune", "random", "qmc", "botorch", "cmaes", "bohb", "smac_bohb", "asha",
               "tpe_hyperband", "gp", "tpe", "eipu", "mfkg", "helm")
 
 
@@ -31,11 +31,13 @@ def _registry() -> dict[str, type[Optimizer]]:
     from ecotune.optimizers.gp import BoTorchOptimizer
     from ecotune.optimizers.optuna_single import OptunaGPOptimizer, OptunaOptimizer
     from ecotune.optimizers.simple import HelmDefault, QMCSearch, RandomSearch
+    from ecotune.optimizers.smac_bohb import SMACBOHBOptimizer
     from ecotune.optimizers.synetune import ASHAOptimizer, SyneTuneOptimizer
     from ecotune.optimizers.tpe_hyperband import TPEHyperbandOptimizer
 
     return {"ecotune": EcoTuneOptimizer, "random": RandomSearch, "qmc": QMCSearch,
             "botorch": BoTorchOptimizer, "cmaes": CMAESOptimizer, "bohb": SyneTuneOptimizer,
+            "smac_bohb": SMACBOHBOptimizer,
             "asha": ASHAOptimizer, "tpe_hyperband": TPEHyperbandOptimizer,
             "gp": OptunaGPOptimizer, "tpe": OptunaOptimizer, "eipu": EIPerCostOptimizer,
             "mfkg": MFKGOptimizer, "helm": HelmDefault}
@@ -49,7 +51,8 @@ def make_optimizer(name: str, *, space: SearchSpace | dict, budget_tokens: int, 
     Args:
         name: one of :data:`OPTIMIZERS`: ``ecotune``; ``random``, ``qmc``, ``botorch``
             (single-fidelity GP-EI), ``cmaes``; ``bohb`` and ``asha`` (Syne Tune's own,
-            the ``bench`` extra); ``tpe_hyperband`` (Optuna TPE + Hyperband pruner);
+            the ``bench`` extra); ``smac_bohb`` (SMAC3's multi-fidelity facade, the
+            ``bench`` extra); ``tpe_hyperband`` (Optuna TPE + Hyperband pruner);
             ``gp`` and ``tpe`` (Optuna's GPSampler and TPESampler, single fidelity);
             ``eipu`` and ``mfkg`` (BoTorch's EI per unit cost and multi-fidelity KG); and
             ``helm``, the fixed HELM default configuration.

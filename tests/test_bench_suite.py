@@ -74,6 +74,38 @@ def test_summary_statistics() -> None:
     assert s["ranks"]["at100"] == {"x": 1.5, "y": 1.5} and s["max_spend_ratio"] == 1.0
 
 
+def test_headline_counts_target_cells_token_ratios_and_pairs() -> None:
+    """The report's headline: EcoTune against every peer per (problem, budget point), its
+    tokens to the best peer's final score over each BOHB's, and seed-paired differences."""
+    from ecotune.bench.headline import headline, paired, target_cells, token_ratio
+
+    def run(p, m, seed, traj):
+        return {"problem": p, "method": m, "seed": seed, "budget": 100, "tokens_used": 100,
+                "oracle": 1.0, "trajectory": traj, "final_true": traj[-1][1]}
+
+    runs = []
+    for seed in range(30):
+        runs += [run("a", "ecotune", seed, [[20, 0.2], [40, 0.8]]),          # late, best
+                 run("a", "bohb", seed, [[10, 0.5], [90, 0.6]]),             # early lead
+                 run("a", "smac_bohb", seed, [[10, 0.1], [80, 0.8]]),        # ties at the end
+                 run("a", "ecotune+paper", seed, [[40, 0.7 + 0.01 * (seed % 2)]]),
+                 run("a", "helm", seed, [[5, 0.99]])]                         # not a peer
+    s = summarise(runs)
+    met, total, misses = target_cells(s)
+    # at 25 tokens: 0.2 < bohb 0.5; at 50 and 100: 0.8 >= 0.6 and >= smac_bohb's 0.8
+    assert (met, total) == (2, 3) and misses == [
+        "a at 25%: 0.200 ± 0.000 vs bohb 0.500 ± 0.000"]
+    rows = s["problems"]["a"]
+    # EcoTune holds 0.8 from 40 tokens; bohb never reaches it; smac_bohb from 80
+    assert token_ratio(rows, "bohb", "smac_bohb") == "bohb never"
+    assert token_ratio(rows, "smac_bohb", "smac_bohb") == "0.50"
+    assert token_ratio(rows, "smac_bohb", "ecotune") == "0.50"
+    pair = paired(runs)
+    assert pair[2] == "| a | ecotune+paper | 30 | +0.095 ± 0.002 | 30 / 0 |"
+    md = "\n".join(headline(runs, s))
+    assert "**2 of 3 cells**" in md and "helm" not in md
+
+
 def test_suite_smoke_runs_resumes_and_rejects_bad_input(tmp_path: Path) -> None:
     """The CI version of ``ecotune bench suite``: 2 seeds, 2 problems, 4 methods (both
     BOHBs: Syne Tune's and SMAC3's)."""

@@ -179,7 +179,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_report(out: Path) -> Path:
-    """``report.md``, ``summary.json`` and one regret plot per problem."""
+    """``report.md`` (headline against the targets first: :mod:`ecotune.bench.headline`),
+    ``summary.json`` and one regret plot per problem."""
+    from ecotune.bench.headline import headline
+
     runs = read_runs(out / "runs.jsonl")
     s = summarise(runs)
     (out / "summary.json").write_text(json.dumps(s, indent=1, default=str))
@@ -190,6 +193,7 @@ def write_report(out: Path) -> Path:
          f"their token limit: {s['over_limit_trials']}.", "",
          "Tokens to a target: median over seeds of the tokens after which the incumbent "
          "stays at or above the target (`never`: the median run does not get there).", "",
+         *headline(runs, s), "",
          "## Average rank across problems (1 = best)", "",
          "| method | 25% | 50% | 100% |", "|---|---|---|---|"]
     for m in sorted(s["ranks"]["at100"], key=lambda m: s["ranks"]["at100"][m]):

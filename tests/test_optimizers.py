@@ -409,6 +409,20 @@ def test_a_trial_that_cannot_run_ends_the_study(name, tmp_path):
     assert again.state.unaffordable == budget + 1 and again.ask() is None
 
 
+def test_a_limit_too_small_for_one_instance_is_raised_not_repeated():
+    """The cost model's per-instance worst case can miss a per-trial overhead (BoTorch's
+    WingWeight levels cost 140 tokens at r = 1 where 100 instances cost 4,100): a trial
+    that could not run its first instance makes the next limits at least twice its own,
+    so the study goes on measuring instead of asking the same hopeless trial again."""
+    opt = _make("random", budget=100_000)
+    t = opt.ask()
+    opt.tell(t, TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
+                            status=TrialStatus.PARTIAL))
+    assert opt.state.unaffordable == t.token_limit + 1
+    t2 = opt.ask()
+    assert t2 is not None and t2.token_limit >= 2 * (t.token_limit + 1)
+
+
 def test_borehole_study_ends():
     """BoTorch's Borehole levels cost more than the cost model's per-instance worst case
     at r = 1: EcoTune seed 1 once asked trials that could not run for ever."""
@@ -421,7 +435,21 @@ def test_borehole_study_ends():
                          r_max=bench.r_max, seed=1, max_trials=500)
     run_to_end(opt, bench.make_evaluator(1), bench.true_score)
     assert opt.stop_reason == "budget" and len(opt.state.results) < 200
-    assert sum(r.nothing_fit for r in opt.state.results.values()) <= 1
+    assert sum(r.nothing_fit for r in opt.state.results.values()) <= 3
+
+
+def test_wingweight_screens_at_r_min_run():
+    """WingWeight's r = 1 costs more than the cost model's first guess: EcoTune's r_min
+    screens there failed, spent nothing and were asked again for ever (seed 0)."""
+    from ecotune.bench.runs import load_bench, run_to_end
+    from ecotune.bench.suite import problem_budget
+
+    bench = load_bench("wingweight")
+    opt = make_optimizer("ecotune", space=bench.space, budget_tokens=problem_budget(
+        "wingweight", bench), r_min=bench.r_min, r_max=bench.r_max, seed=0, max_trials=300)
+    run_to_end(opt, bench.make_evaluator(0), bench.true_score)
+    assert opt.stop_reason == "budget" and len(opt.state.results) < 300
+    assert sum(r.nothing_fit for r in opt.state.results.values()) <= 3
 
 
 def test_nothing_fit_is_not_an_engine_error():

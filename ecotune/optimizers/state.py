@@ -116,9 +116,10 @@ class StudyState:
         self.stop_reason: str | None = None
         self._reissue: list[int] = []
         self._next_id = 0
-        #: a trial's worst case known not to fit: one more than the largest limit of a
-        #: trial that could not run its first instance (0: none yet). The study stops
-        #: when the budget left is below it, instead of asking such trials forever.
+        #: what a trial's first instance is known to need at least: one more than the
+        #: largest limit of a trial that could not run it (0: none yet). Later limits are
+        #: no lower, and the study stops when less is left, instead of asking such trials
+        #: for ever.
         self.unaffordable = 0
         #: settings recorded in the journal header (the proposer adds its own)
         self.options: dict[str, Any] = {
@@ -248,6 +249,11 @@ class StudyState:
             limit = int(min(self.budget.available,
                             math.ceil(r * first + self.cost_model.beta())))
             predicted = float(self.cost_model.predict(x[None], [max_c], r)[0])
+        # a trial whose limit did not admit its first instance taught a floor; the next
+        # limits double it (the cost model cannot learn from a trial that spent nothing,
+        # and a limit is only a cap: the trial is charged what it spends)
+        first = max(first, self.unaffordable)
+        limit = int(min(self.budget.available, max(limit, 2 * self.unaffordable)))
         if limit < first:
             self.stop_reason = "budget"
             return None

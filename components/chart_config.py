@@ -63,13 +63,15 @@ class ChartStudy(_Closed):
     budget_tokens: int = Field(gt=0)
     r_min: int = Field(ge=1)
     r_max: int = Field(ge=1)
-    #: EcoTune-only settings (tau, acquisition, early_stopping, completion_cost, warm_start)
+    #: EcoTune-only settings (tau, acquisition, early_stopping, completion_cost,
+    #: screen_value, warm_start)
     #: are not passed to the other optimizers: the chart's defaults apply to every study,
     #: whatever its optimizer
     tau: float | None = Field(None, ge=0)
     acquisition: Literal["lookahead", "paper"] | None = None
     early_stopping: bool | None = None
     completion_cost: bool | None = None
+    screen_value: Literal["finish", "lookahead"] | None = None
     eta0: float = Field(0.1, gt=0)
     lam: float = Field(0.1, ge=0, alias="lambda")
     seed: int = 0
@@ -265,7 +267,8 @@ class ChartConfig(_Closed):
         data = s.model_dump(by_alias=True, exclude={"model", "prompt_tokens_hint"},
                             exclude_none=True)
         if s.optimizer != "ecotune":
-            for k in ("tau", "acquisition", "early_stopping", "completion_cost", "warm_start"):
+            for k in ("tau", "acquisition", "early_stopping", "completion_cost",
+                      "screen_value", "warm_start"):
                 data.pop(k, None)
         data["engine"] = self.engine_spec(self.engine.base_url)
         if journal_uri:

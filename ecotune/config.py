@@ -177,6 +177,9 @@ class StudyConfig(BaseModel):
     early_stopping: bool | None = None
     #: EcoTune prices a screen with what it commits to (ecotune.acquisition.completion_cost)
     completion_cost: bool | None = None
+    #: what EcoTune counts a screen worth: ``lookahead`` (default) or ``finish``
+    #: (ecotune.acquisition)
+    screen_value: Literal["finish", "lookahead"] | None = None
     eta0: float = Field(0.1, gt=0)
     lam: float = Field(0.1, ge=0, alias="lambda")
     r_min: int = Field(5, ge=1)
@@ -244,7 +247,8 @@ class StudyConfig(BaseModel):
             both = sorted(set(space.names) & set(self.fixed))
             if both:
                 raise ValueError(f"{both} both searched and fixed; keep each in one place")
-        for k in ("tau", "acquisition", "early_stopping", "completion_cost", "warm_start"):
+        for k in ("tau", "acquisition", "early_stopping", "completion_cost", "screen_value",
+                  "warm_start"):
             if getattr(self, k) is not None and self.optimizer != "ecotune":
                 raise ValueError(f"{k} applies only to optimizer 'ecotune'")
         if self.warm_start is not None and self.warm_start.journal == self.journal_uri:

@@ -45,7 +45,7 @@ from ecotune.tasks.base import Task
 log = logging.getLogger(__name__)
 
 #: StudyConfig keys that only EcoTune's own optimizer takes
-ECOTUNE_ONLY = ("tau", "acquisition", "early_stopping", "completion_cost")
+ECOTUNE_ONLY = ("tau", "acquisition", "early_stopping", "completion_cost", "screen_value")
 
 
 def default_space(task: Task) -> SearchSpace:

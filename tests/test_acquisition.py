@@ -173,3 +173,40 @@ def test_completion_cost_reaches_the_optimizer_and_its_journal_options():
     paper = make_optimizer("ecotune", space=space, budget_tokens=10_000, r_min=2, r_max=16,
                            acquisition="paper", completion_cost=True)
     assert not paper.completion_cost  # the paper's eq. 3 prices a trial by its own tokens
+
+
+def test_finish_value_matches_monte_carlo_and_bounds():
+    """E[1{μ' > f*}·(f − f*)+] (a screen's worth through the configs it sends on to r_max)
+    against a Monte Carlo of the same Gaussian model; it is at least the lookahead EI of μ'
+    alone and equals plain EI when the screen is exact."""
+    from ecotune.acquisition import log_finish_ei, log_lookahead_ei
+
+    rng = np.random.default_rng(0)
+    mu = np.array([0.5, 0.6, 0.4, 0.7, 0.3])
+    sd = np.array([0.1, 0.05, 0.2, 0.01, 0.15])
+    noise = np.array([0.05, 0.01, 1e-6, 0.02, 0.2])
+    best = 0.55
+    got = np.exp(log_finish_ei(mu, sd, noise, best))
+    for i in range(len(mu)):
+        f = mu[i] + sd[i] * rng.standard_normal(1_000_000)
+        obs = f + np.sqrt(noise[i]) * rng.standard_normal(f.size)
+        post = mu[i] + sd[i] ** 2 / (sd[i] ** 2 + noise[i]) * (obs - mu[i])
+        mc = np.mean((post > best) * np.maximum(f - best, 0.0))
+        assert got[i] == pytest.approx(mc, rel=0.03, abs=1e-5)
+    assert (got >= np.exp(log_lookahead_ei(mu, sd, noise, best)) * (1 - 5e-3)).all()  # grid
+    exact = np.exp(log_finish_ei(mu, sd, np.full(5, 1e-12), best))
+    np.testing.assert_allclose(exact, expected_improvement(mu, sd, best), rtol=5e-3)  # grid
+    far = log_finish_ei(np.array([0.0]), np.array([0.01]), np.array([0.01]), 0.9)
+    assert np.isfinite(far).all() and far[0] < -100  # hopeless, but still ranked
+
+
+def test_screen_value_option_reaches_the_optimizer_and_is_checked():
+    from ecotune.optimizers import make_optimizer
+    from ecotune.space import SearchSpace
+
+    space = SearchSpace.from_dict({"temperature": {"type": "float", "low": 0.0, "high": 1.0}})
+    opt = make_optimizer("ecotune", space=space, budget_tokens=10_000, r_min=2, r_max=16)
+    assert opt.screen_value == "lookahead" and opt._options["screen_value"] == "lookahead"
+    with pytest.raises(ValueError, match="screen_value"):
+        make_optimizer("ecotune", space=space, budget_tokens=10_000, r_min=2, r_max=16,
+                       screen_value="nope")

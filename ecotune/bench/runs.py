@@ -94,7 +94,8 @@ def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
 #: EcoTune variants: with the HELM default first; the paper's acquisition (eq. 3 and 4 on a
 #: multi-fidelity GP); without early stopping; screens priced by their own instances only
 #: (``completion_cost`` off, the default before 2026-12-02)
-EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune", "ecotune+increment")
+EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune", "ecotune+increment",
+               "ecotune+finish")
 
 
 def replay_one(bench: Bench, method: str, seed: int, budget: int,
@@ -119,6 +120,8 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
         opts["early_stopping"] = False
     elif method == "ecotune+increment":
         opts["completion_cost"] = False
+    elif method == "ecotune+finish":
+        opts["screen_value"] = "finish"
     opt = make_optimizer(method.split("+")[0], space=bench.space, budget_tokens=budget,
                          r_min=bench.r_min, r_max=bench.r_max, seed=seed, **opts)
     ev = bench.make_evaluator(seed)

@@ -126,6 +126,17 @@ def test_suite_smoke_runs_resumes_and_rejects_bad_input(tmp_path: Path) -> None:
     assert (out / "runs.jsonl").read_text() == before  # resumed: nothing re-run
     assert main(["suite", "--smoke", "--optimizers", "nope", "--out", str(out)]) == 2
     assert (out / "runs.jsonl").read_text() == before
+    # the docs get the report's tables between their markers, the rest untouched
+    docs = tmp_path / "bench.md"
+    docs.write_text("# Intro\n<!-- suite:begin -->\nold table\n<!-- suite:end -->\nTail\n")
+    assert main(["suite", "--report-only", "--out", str(out), "--docs", str(docs)]) == 0
+    text = docs.read_text()
+    assert text.startswith("# Intro\n<!-- suite:begin -->\n### Against the targets")
+    assert "### Average rank" in text and "old table" not in text
+    assert text.endswith("<!-- suite:end -->\nTail\n") and "## branin" not in text
+    docs.write_text("no markers\n")
+    assert main(["suite", "--report-only", "--out", str(out), "--docs", str(docs)]) == 2
+    assert docs.read_text() == "no markers\n"
 
 
 def test_table_surrogate_ranks_held_out_configs_and_answers_any_config() -> None:

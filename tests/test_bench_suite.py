@@ -10,7 +10,7 @@ import pytest
 
 from ecotune.bench.problems import PROBLEMS, ProblemEvaluator
 from ecotune.bench.runs import load_bench, replay_one
-from ecotune.bench.suite import mean_ci, score_at, summarise
+from ecotune.bench.suite import mean_ci, read_runs, score_at, summarise
 from ecotune.trial import Trial, TrialStatus
 
 
@@ -113,7 +113,7 @@ def test_suite_smoke_runs_resumes_and_rejects_bad_input(tmp_path: Path) -> None:
 
     out = tmp_path / "suite"
     assert main(["suite", "--smoke", "--seeds", "2", "--out", str(out)]) == 0
-    runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    runs = read_runs(out / "runs.jsonl.gz")
     assert len(runs) == 2 * 2 * 4
     assert {r["method"] for r in runs} == {"ecotune", "random", "bohb", "smac_bohb"}
     assert {r["problem"] for r in runs} == {"branin", "noisy-branin"}
@@ -121,11 +121,11 @@ def test_suite_smoke_runs_resumes_and_rejects_bad_input(tmp_path: Path) -> None:
     md = (out / "report.md").read_text()
     assert "Average rank" in md and "noisy-branin (unbiased" in md
     assert (out / "branin.png").stat().st_size > 1000
-    before = (out / "runs.jsonl").read_text()
+    before = (out / "runs.jsonl.gz").read_bytes()
     assert main(["suite", "--smoke", "--seeds", "2", "--out", str(out)]) == 0
-    assert (out / "runs.jsonl").read_text() == before  # resumed: nothing re-run
+    assert (out / "runs.jsonl.gz").read_bytes() == before  # resumed: nothing re-run
     assert main(["suite", "--smoke", "--optimizers", "nope", "--out", str(out)]) == 2
-    assert (out / "runs.jsonl").read_text() == before
+    assert (out / "runs.jsonl.gz").read_bytes() == before
     # the docs get the report's tables between their markers, the rest untouched
     docs = tmp_path / "bench.md"
     docs.write_text("# Intro\n<!-- suite:begin -->\nold table\n<!-- suite:end -->\nTail\n")
@@ -180,3 +180,23 @@ def test_a_table_still_being_collected_is_not_in_the_suite(tmp_path: Path) -> No
     with gzip.open(part, "wt") as f:
         f.write("\n".join([json.dumps(head), *lines[1:]]) + "\n")
     assert not collected(part)
+
+
+def test_a_run_torn_by_a_kill_is_skipped_and_repaired(tmp_path: Path) -> None:
+    """Runs are gzip members appended one by one: a kill mid-write leaves a torn member,
+    which reading skips and a resumed suite cuts off before appending."""
+    import gzip
+
+    path = tmp_path / "runs.jsonl.gz"
+    for i in range(3):
+        with gzip.open(path, "at") as f:
+            f.write(json.dumps({"seed": i}) + "\n")
+    whole = path.read_bytes()
+    with gzip.open(path, "at") as f:
+        f.write(json.dumps({"seed": 3, "pad": "x" * 5000}) + "\n")
+    path.write_bytes(path.read_bytes()[:len(whole) + 40])  # the 4th member cut short
+    assert [r["seed"] for r in read_runs(path)] == [0, 1, 2]
+    assert [r["seed"] for r in read_runs(path, repair=True)] == [0, 1, 2]
+    with gzip.open(path, "at") as f:
+        f.write(json.dumps({"seed": 4}) + "\n")
+    assert [r["seed"] for r in read_runs(path)] == [0, 1, 2, 4]

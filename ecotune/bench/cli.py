@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timing", action=argparse.BooleanOptionalAction, default=True,
                    help="measure ecotune's ask+tell time at 50 and 200 observations")
     u = sub.add_parser("suite", help="every problem x method x seed (resumable) and the report")
-    u.add_argument("--out", default="benchmarks/suite", help="folder: runs.jsonl, report.md")
+    u.add_argument("--out", default="benchmarks/suite", help="folder: runs.jsonl.gz, report.md")
     u.add_argument("--seeds", type=int, default=30)
     u.add_argument("--problems", default=None, help="comma list (default: the whole suite)")
     u.add_argument("--optimizers", default=None, help="comma list (default: every method)")

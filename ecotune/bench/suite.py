@@ -17,16 +17,19 @@ The protocol is fixed here, before any result (issue #11):
   tokens each method needs until its incumbent reaches each peer's mean final score;
   anytime regret curves; the largest spend/budget of any run.
 
-Runs are appended to ``<out>/runs.jsonl`` as they finish and skipped when present, so the
+Runs are appended to ``<out>/runs.jsonl.gz`` (one gzip member per run, so a kill loses at
+most the run being written) as they finish and skipped when present, so the
 suite resumes where it stopped; ``--report-only`` rebuilds the report from what is there.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,8 @@ METHODS = ("ecotune", "ecotune+increment", "ecotune+paper", "ecotune+finish", "r
            "mfkg")
 TABLES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "tables"
 FRACTIONS = (0.25, 0.5, 1.0)
+#: the recorded runs, in the suite's folder
+RUNS = "runs.jsonl.gz"
 
 
 def problem_budget(name: str, bench: Any, scale: float = 1.0) -> int:
@@ -89,8 +94,8 @@ def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = Non
     """Run what is missing, then write the report; returns its path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "runs.jsonl"
-    done = {(r["problem"], r["method"], r["seed"]) for r in read_runs(path)}
+    path = out / RUNS
+    done = {(r["problem"], r["method"], r["seed"]) for r in read_runs(path, repair=True)}
     names = problems or suite_problems(smoke)
     benches = {n: load_bench(n, held_out=True) for n in names}
     for seed in range(seeds):  # seeds outermost: a cut-short suite still covers every cell
@@ -105,7 +110,7 @@ def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = Non
                     r = replay_one(b, m, seed, budget, restrict=b.table is not None)
                 r.update(problem=b.name, oracle=b.oracle, kind=_kind(n))
                 r["trajectory"] = [[int(t), float(s)] for t, s in r["trajectory"]]
-                with path.open("a") as f:
+                with gzip.open(path, "at") as f:
                     f.write(json.dumps(r, default=str) + "\n")
                 log.info("%s %s seed %d: %.3f", b.name, m, seed, r["final_true"])
     return write_report(out)
@@ -119,16 +124,26 @@ def _kind(name: str) -> str:
     return "synthetic" if name == "synthetic" else "llm-table"
 
 
-def read_runs(path: Path) -> list[dict[str, Any]]:
-    """The runs recorded so far (a truncated last line from a kill is skipped)."""
+def read_runs(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """The runs recorded so far. A run torn by a kill (a truncated gzip member or line) is
+    skipped; with ``repair`` the file is rewritten without it, so appends go on after the
+    last whole run."""
     if not path.exists():
         return []
-    runs = []
-    for line in path.read_text().splitlines():
-        try:
-            runs.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("skipping a truncated line of %s", path)
+    runs, torn = [], False
+    try:
+        with gzip.open(path, "rt") as f:
+            for line in f:
+                try:
+                    runs.append(json.loads(line))
+                except json.JSONDecodeError:
+                    torn = True
+    except (EOFError, OSError, zlib.error) as e:  # a member cut short mid-write
+        torn = True
+        log.warning("%s: skipping a torn last run (%s)", path, e)
+    if torn and repair:
+        with gzip.open(path, "wt") as f:
+            f.writelines(json.dumps(r, default=str) + "\n" for r in runs)
     return runs
 
 
@@ -194,7 +209,7 @@ def write_report(out: Path) -> Path:
     ``summary.json`` and one regret plot per problem."""
     from ecotune.bench.headline import headline
 
-    runs = read_runs(out / "runs.jsonl")
+    runs = read_runs(out / RUNS)
     s = summarise(runs)
     (out / "summary.json").write_text(json.dumps(s, indent=1, default=str))
     L = ["# EcoTune benchmark suite", "",

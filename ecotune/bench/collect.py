@@ -27,6 +27,7 @@ from __future__ import annotations
 import gzip
 import json
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,12 @@ def sobol_configs(space: SearchSpace, k: int, seed: int) -> list[dict[str, Any]]
     return [space.decode(u) for u in U]
 
 
-def read_table_records(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a table file (tolerates a truncated last line from a crash)."""
+def read_jsonl_gz(path: str | Path) -> tuple[list[dict[str, Any]], bool]:
+    """The records of an appended-to ``.jsonl.gz`` file up to the first torn one (a line or
+    gzip member cut short by a crash), and whether one was torn."""
     p = Path(path)
     if not p.exists():
-        return []
+        return [], False
     out = []
     try:
         with gzip.open(p, "rt") as f:
@@ -86,10 +88,15 @@ def read_table_records(path: str | Path) -> list[dict[str, Any]]:
                 try:
                     out.append(json.loads(line))
                 except json.JSONDecodeError:
-                    break
-    except EOFError:  # a member cut off by a crash: keep what was read
-        pass
-    return out
+                    return out, True
+    except (EOFError, OSError, zlib.error):  # a member cut off by a crash
+        return out, True
+    return out, False
+
+
+def read_table_records(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a table file (tolerates a truncated last line from a crash)."""
+    return read_jsonl_gz(path)[0]
 
 
 def _measure(engine: Any, prompts: list[Any], params: SamplingParams, n: int) -> list[list[Any]]:

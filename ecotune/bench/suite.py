@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import warnings
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -128,19 +127,11 @@ def read_runs(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     """The runs recorded so far. A run torn by a kill (a truncated gzip member or line) is
     skipped; with ``repair`` the file is rewritten without it, so appends go on after the
     last whole run."""
-    if not path.exists():
-        return []
-    runs, torn = [], False
-    try:
-        with gzip.open(path, "rt") as f:
-            for line in f:
-                try:
-                    runs.append(json.loads(line))
-                except json.JSONDecodeError:
-                    torn = True
-    except (EOFError, OSError, zlib.error) as e:  # a member cut short mid-write
-        torn = True
-        log.warning("%s: skipping a torn last run (%s)", path, e)
+    from ecotune.bench.collect import read_jsonl_gz
+
+    runs, torn = read_jsonl_gz(path)
+    if torn:
+        log.warning("%s: skipping a torn last run", path)
     if torn and repair:
         with gzip.open(path, "wt") as f:
             f.writelines(json.dumps(r, default=str) + "\n" for r in runs)

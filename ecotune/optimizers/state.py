@@ -116,10 +116,8 @@ class StudyState:
         self.stop_reason: str | None = None
         self._reissue: list[int] = []
         self._next_id = 0
-        #: what a trial's first instance is known to need at least: one more than the
-        #: largest limit of a trial that could not run it (0: none yet). Later limits are
-        #: no lower, and the study stops when less is left, instead of asking such trials
-        #: for ever.
+        #: a trial's first instance needs more than this (the largest limit that admitted
+        #: none, + 1): later limits double it; less left stops the study
         self.unaffordable = 0
         #: settings recorded in the journal header (the proposer adds its own)
         self.options: dict[str, Any] = {
@@ -249,9 +247,7 @@ class StudyState:
             limit = int(min(self.budget.available,
                             math.ceil(r * first + self.cost_model.beta())))
             predicted = float(self.cost_model.predict(x[None], [max_c], r)[0])
-        # a trial whose limit did not admit its first instance taught a floor; the next
-        # limits double it (the cost model cannot learn from a trial that spent nothing,
-        # and a limit is only a cap: the trial is charged what it spends)
+        # a trial that spent nothing taught the cost model nothing: raise the cap instead
         first = max(first, self.unaffordable)
         limit = int(min(self.budget.available, max(limit, 2 * self.unaffordable)))
         if limit < first:
@@ -373,9 +369,7 @@ class StudyState:
         """Mean tokens of the trials told so far; the cheapest trial's worst case before
         any (the E[T] of the budget controller's T̂ when no prediction is at hand)."""
         spent = [r.tokens for r in self.results.values()]
-        if spent and sum(spent) > 0:
-            return sum(spent) / len(spent)
-        return max(self.min_trial_cost(), 1.0)
+        return sum(spent) / len(spent) if sum(spent) > 0 else max(self.min_trial_cost(), 1.0)
 
 
 def _source(warm_start: dict[str, Any] | None) -> str:
@@ -398,9 +392,7 @@ def check_candidates(space: SearchSpace,
             raise ValueError(f"candidate {i}: unknown parameter(s) {', '.join(unknown)}; "
                              f"the space has {', '.join(space.names)}")
         valid = space.validate_config(c)
-        bad = [n for n in valid if n in c and valid[n] != c[n]]
-        if bad:
-            n = bad[0]
+        for n in (n for n in valid if n in c and valid[n] != c[n]):
             raise ValueError(f"candidate {i}: {n}={c[n]!r} is outside the space "
                              f"({space.params[n]!r})")
         out.append(valid)

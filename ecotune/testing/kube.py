@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from ecotune.testing.http import JsonHandler
+
 _PATH = re.compile(r"^/(?:api/v1|apis/apps/v1)/namespaces/(?P<ns>[^/]+)/"
                    r"(?P<kind>deployments|services)(?:/(?P<name>[^/]+))?(?P<status>/status)?$")
 
@@ -92,22 +94,14 @@ class KubeApi:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def _any(self) -> None:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(n)) if n else None
                 code, out = api._handle(self.command, self.path, body)
-                data = json.dumps(out).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(out, code)
 
             do_GET = do_POST = do_DELETE = _any
-
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
 
         return Handler
 

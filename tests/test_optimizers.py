@@ -341,6 +341,40 @@ def test_smac_bohb_runs_hyperband_brackets_paying_only_new_instances():
     assert {t.fidelity for t in opt.state.trials.values()} == {13, 40}
 
 
+def test_dehb_runs_its_brackets_in_its_own_environment_paying_only_new_instances():
+    """DEHB (its own numpy < 2 environment, a child process) runs Hyperband rungs at
+    200/3^k instances (rounded) and promotes configs up them; a promoted config pays only
+    for its new instances."""
+    from ecotune.bench.problems import PROBLEMS, ProblemEvaluator
+    from ecotune.optimizers.dehb import DEHBOptimizer
+
+    pb = PROBLEMS["noisy-branin"]()
+    opt = make_optimizer("dehb", space=pb.space, budget_tokens=60_000, r_min=pb.r_min,
+                         r_max=pb.r_max, seed=1)
+    assert isinstance(opt, DEHBOptimizer) and opt.worker.version == "0.1.2"
+    ev = ProblemEvaluator(pb)
+    seen: dict[str, int] = {}
+    climbs = 0
+    while (t := opt.ask()) is not None:
+        res = ev.evaluate(t)
+        key = json.dumps(t.config, sort_keys=True)
+        if key in seen and t.fidelity > seen[key] and res.n_evaluated == t.fidelity:
+            U = pb.point(t.config)
+            assert res.tokens == pb.cost(U, t.fidelity)[0] - pb.cost(U, seen[key])[0]
+            assert res.reused_tokens > 0
+            climbs += 1
+        seen[key] = max(t.fidelity, seen.get(key, 0))
+        opt.tell(t, result=res)
+    assert climbs >= 2 and opt.tokens_used <= 60_000
+    assert {t.fidelity for t in opt.state.trials.values()} <= {7, 22, 67, 200}
+
+
+def test_dehb_without_its_environment_says_how_to_get_it(monkeypatch):
+    monkeypatch.setenv("ECOTUNE_DEHB_PYTHON", "/nonexistent/python")
+    with pytest.raises(RuntimeError, match="make install.*requirements/dehb.txt"):
+        _make("dehb")
+
+
 @pytest.mark.parametrize("name", ["random", "ecotune"])
 def test_consecutive_failed_trials_stop_the_study_and_survive_a_resume(name, tmp_path):
     """K failed trials in a row stop the study (``failed_trials``); a trial that did not

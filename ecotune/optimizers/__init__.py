@@ -20,12 +20,13 @@ from ecotune.optimizers.base import Optimizer
 from ecotune.optimizers.state import StudyState
 from ecotune.space import SearchSpace
 
-OPTIMIZERS = ("ecotune", "random", "qmc", "botorch", "cmaes", "bohb", "smac_bohb", "asha",
+OPTIMIZERS = ("ecotune", "random", "qmc", "botorch", "cmaes", "bohb", "smac_bohb", "dehb", "asha",
               "tpe_hyperband", "gp", "tpe", "eipu", "mfkg", "helm")
 
 
 def _registry() -> dict[str, type[Optimizer]]:
     from ecotune.optimizers.botorch_peers import EIPerCostOptimizer, MFKGOptimizer
+    from ecotune.optimizers.dehb import DEHBOptimizer
     from ecotune.optimizers.ecotune import EcoTuneOptimizer
     from ecotune.optimizers.evolution import CMAESOptimizer
     from ecotune.optimizers.gp import BoTorchOptimizer
@@ -37,7 +38,7 @@ def _registry() -> dict[str, type[Optimizer]]:
 
     return {"ecotune": EcoTuneOptimizer, "random": RandomSearch, "qmc": QMCSearch,
             "botorch": BoTorchOptimizer, "cmaes": CMAESOptimizer, "bohb": SyneTuneOptimizer,
-            "smac_bohb": SMACBOHBOptimizer,
+            "smac_bohb": SMACBOHBOptimizer, "dehb": DEHBOptimizer,
             "asha": ASHAOptimizer, "tpe_hyperband": TPEHyperbandOptimizer,
             "gp": OptunaGPOptimizer, "tpe": OptunaOptimizer, "eipu": EIPerCostOptimizer,
             "mfkg": MFKGOptimizer, "helm": HelmDefault}
@@ -52,7 +53,8 @@ def make_optimizer(name: str, *, space: SearchSpace | dict, budget_tokens: int, 
         name: one of :data:`OPTIMIZERS`: ``ecotune``; ``random``, ``qmc``, ``botorch``
             (single-fidelity GP-EI), ``cmaes``; ``bohb`` and ``asha`` (Syne Tune's own,
             the ``bench`` extra); ``smac_bohb`` (SMAC3's multi-fidelity facade, the
-            ``smac`` extra); ``tpe_hyperband`` (Optuna TPE + Hyperband pruner);
+            ``smac`` extra); ``dehb`` (the ``dehb`` package, run in its own environment,
+            ``.venv-dehb``: it pins numpy < 2); ``tpe_hyperband`` (Optuna TPE + Hyperband pruner);
             ``gp`` and ``tpe`` (Optuna's GPSampler and TPESampler, single fidelity);
             ``eipu`` and ``mfkg`` (BoTorch's EI per unit cost and multi-fidelity KG); and
             ``helm``, the fixed HELM default configuration.

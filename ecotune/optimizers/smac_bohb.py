@@ -25,23 +25,16 @@ import weakref
 from typing import Any
 
 from ecotune.optimizers.base import Optimizer, Proposal
-from ecotune.space import CategoricalParam, FloatParam, SearchSpace
+from ecotune.space import SearchSpace
 from ecotune.trial import Trial, TrialResult, TrialStatus
 
 
 def smac_space(space: SearchSpace, seed: int):
     """The same ranges as a ConfigSpace ``ConfigurationSpace`` (no conditions)."""
-    from ConfigSpace import Categorical, ConfigurationSpace, Float, Integer
+    from ecotune.optimizers.dehb import space_spec
+    from ecotune.optimizers.dehb_worker import config_space
 
-    cs = ConfigurationSpace(seed=seed)
-    for name, p in space.params.items():
-        if isinstance(p, CategoricalParam):
-            cs.add(Categorical(name, list(p.choices)))
-        elif isinstance(p, FloatParam):
-            cs.add(Float(name, (p.low, p.high), log=p.log))
-        else:
-            cs.add(Integer(name, (p.low, p.high), log=p.log))
-    return cs
+    return config_space(space_spec(space), seed)
 
 
 class SMACBOHBOptimizer(Optimizer):

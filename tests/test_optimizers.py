@@ -316,6 +316,26 @@ def test_syne_tune_peers_climb_its_rungs_paying_only_new_instances(name):
     assert climbs >= 2 and opt.tokens_used <= 40_000
 
 
+def test_ecotune_init_share_spends_that_share_of_the_budget_on_the_initial_design(tmp_path):
+    """With ``init_share`` the Sobol design goes on past ``n_init`` until that share of the
+    budget is spent, then the search starts and the design never resumes; a resumed study
+    knows the search has started."""
+    journal = tmp_path / "j.jsonl"
+    opt = _make("ecotune", journal=journal, budget=40_000, init_share=0.25)
+    ev = SyntheticEvaluator(LAND)
+    spent_at_ask = []
+    while (t := opt.ask()) is not None:
+        spent_at_ask.append(opt.tokens_used)
+        opt.tell(t, ev.evaluate(t))
+    phases = [r["meta"]["phase"] for r in open_journal(journal).records() if r["type"] == "ask"]
+    first = next(i for i, p in enumerate(phases) if p != "init")
+    assert "init" not in phases[first:] and first > opt.n_init
+    assert spent_at_ask[first - 1] < 10_000 <= spent_at_ask[first]
+    assert _make("ecotune", journal=journal, budget=40_000, init_share=0.25)._searching
+    with pytest.raises(ValueError, match="init_share"):
+        _make("ecotune", init_share=1.0)
+
+
 def test_smac_bohb_runs_hyperband_brackets_paying_only_new_instances():
     """SMAC3's own Hyperband decides which configs go on: a config asked again comes at a
     larger budget, and the replay keeps what its lower budget measured."""

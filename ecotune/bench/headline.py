@@ -23,7 +23,7 @@ import numpy as np
 from ecotune.bench.suite import FRACTIONS, mean_ci
 
 BOHBS = ("bohb", "smac_bohb")
-VARIANTS = ("ecotune+increment", "ecotune+paper", "ecotune+finish")
+VARIANTS = ("ecotune+increment", "ecotune+paper", "ecotune+finish", "ecotune+broad")
 
 
 def _peers(rows: dict[str, Any]) -> list[str]:

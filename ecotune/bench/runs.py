@@ -93,9 +93,11 @@ def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
 #: experimental variants, benchmarked only here (not part of ``ecotune.optimizers``).
 #: EcoTune variants: with the HELM default first; the paper's acquisition (eq. 3 and 4 on a
 #: multi-fidelity GP); without early stopping; screens priced by their own instances only
-#: (``completion_cost`` off, the default before 2026-12-02)
+#: (``completion_cost`` off, the default before 2026-12-02); screens valued by what finishing
+#: them buys (``screen_value="finish"``); a broad initial design over a quarter of the
+#: budget (``init_share=0.25``)
 EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune", "ecotune+increment",
-               "ecotune+finish")
+               "ecotune+finish", "ecotune+broad")
 
 
 def replay_one(bench: Bench, method: str, seed: int, budget: int,
@@ -122,6 +124,8 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
         opts["completion_cost"] = False
     elif method == "ecotune+finish":
         opts["screen_value"] = "finish"
+    elif method == "ecotune+broad":
+        opts["init_share"] = 0.25
     opt = make_optimizer(method.split("+")[0], space=bench.space, budget_tokens=budget,
                          r_min=bench.r_min, r_max=bench.r_max, seed=seed, **opts)
     ev = bench.make_evaluator(seed)

@@ -77,6 +77,9 @@ class EcoTuneOptimizer(Optimizer):
             :func:`ecotune.acquisition.completion_cost`). Off: a screen costs its own
             instances only.
         n_init: initial Sobol configurations (default: max(4, d // 2 + 2)).
+        init_share: go on with the initial design, past ``n_init``, until this share of the
+            budget is spent (default 0: ``n_init`` only). A broad, cheap start as
+            Hyperband's first rungs make; SMAC3 caps its initial design at 25% of the trials.
         initial_configs: configs to run first, before the Sobol design (e.g. the HELM
             default). With ``candidates``, each is replaced by its nearest candidate.
         init_fidelity: fidelity of the initial design (default: the second fidelity level;
@@ -92,7 +95,7 @@ class EcoTuneOptimizer(Optimizer):
     def __init__(self, *args: Any, acquisition: str = "lookahead", tau: float | None = None,
                  early_stopping: bool = True, completion_cost: bool = True,
                  screen_value: str = "lookahead",
-                 n_init: int | None = None, n_levels: int = 4,
+                 n_init: int | None = None, init_share: float = 0.0, n_levels: int = 4,
                  n_candidates: int = 512, init_fidelity: int | None = None,
                  initial_configs: list[dict[str, Any]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -108,6 +111,10 @@ class EcoTuneOptimizer(Optimizer):
             raise ValueError(f"screen_value must be one of {SCREEN_VALUES}, got {screen_value!r}")
         self.screen_value = screen_value
         self.n_init = int(n_init if n_init is not None else max(4, self.space.dim // 2 + 2))
+        if not 0.0 <= init_share < 1.0:
+            raise ValueError(f"init_share must be in [0, 1), got {init_share}")
+        self.init_share = float(init_share)
+        self._searching = False  # a trial past the initial design was asked
         self.levels = fidelity_levels(self.r_min, self.r_max, n_levels)
         self.n_candidates = n_candidates
         self.initial_configs = [self.space.canonical(self.space.validate_config(c))
@@ -122,7 +129,7 @@ class EcoTuneOptimizer(Optimizer):
                              initial_configs=self.initial_configs, acquisition=acquisition,
                              early_stopping=self.early_stopping,
                              completion_cost=self.completion_cost,
-                             screen_value=screen_value)
+                             screen_value=screen_value, init_share=self.init_share)
 
     # ------------------------------------------------------------------ proposal
     def _propose(self) -> Proposal | None:
@@ -132,7 +139,8 @@ class EcoTuneOptimizer(Optimizer):
             if self.state.candidates is not None:  # e.g. a default that is not among the presets
                 cfg = self._unseen_candidate(cfg)
             return cfg, self.init_fidelity, {"phase": "init"}
-        if len(y) + len(self.state.pending) < self.n_init + len(self.initial_configs) or len(y) < 2:
+        if (len(y) + len(self.state.pending) < self.n_init + len(self.initial_configs)
+                or len(y) < 2 or self._initial_budget_left()):
             cfg = self._sobol_config()
             if self.state.candidates is not None:
                 cfg = self._unseen_candidate(cfg)
@@ -140,6 +148,15 @@ class EcoTuneOptimizer(Optimizer):
         if self.acquisition == "paper":
             return self._paper_step(X, n, y)
         return self._lookahead_step()
+
+    def _initial_budget_left(self) -> bool:
+        """``init_share`` of the budget is not spent yet and the search has not started."""
+        return (not self._searching and self.state.tokens_used
+                < self.init_share * self.state.budget.budget_tokens)
+
+    def _on_ask(self, trial, meta: dict[str, Any]) -> None:
+        if meta.get("phase") != "init":
+            self._searching = True
 
     def prune_below(self) -> float | None:
         """The incumbent's lower bound at r_max: a trial that cannot reach it stops."""

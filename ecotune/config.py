@@ -180,6 +180,8 @@ class StudyConfig(BaseModel):
     #: what EcoTune counts a screen worth: ``lookahead`` (default) or ``finish``
     #: (ecotune.acquisition)
     screen_value: Literal["finish", "lookahead"] | None = None
+    #: EcoTune's initial design goes on until this share of the budget is spent (default 0)
+    init_share: float | None = Field(None, ge=0, lt=1)
     eta0: float = Field(0.1, gt=0)
     lam: float = Field(0.1, ge=0, alias="lambda")
     r_min: int = Field(5, ge=1)
@@ -248,7 +250,7 @@ class StudyConfig(BaseModel):
             if both:
                 raise ValueError(f"{both} both searched and fixed; keep each in one place")
         for k in ("tau", "acquisition", "early_stopping", "completion_cost", "screen_value",
-                  "warm_start"):
+                  "init_share", "warm_start"):
             if getattr(self, k) is not None and self.optimizer != "ecotune":
                 raise ValueError(f"{k} applies only to optimizer 'ecotune'")
         if self.warm_start is not None and self.warm_start.journal == self.journal_uri:

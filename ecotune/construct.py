@@ -45,7 +45,8 @@ from ecotune.tasks.base import Task
 log = logging.getLogger(__name__)
 
 #: StudyConfig keys that only EcoTune's own optimizer takes
-ECOTUNE_ONLY = ("tau", "acquisition", "early_stopping", "completion_cost", "screen_value")
+ECOTUNE_ONLY = ("tau", "acquisition", "early_stopping", "completion_cost", "screen_value",
+                "init_share")
 
 
 def default_space(task: Task) -> SearchSpace:

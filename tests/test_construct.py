@@ -129,7 +129,8 @@ def test_ecotune_only_settings_do_not_reach_other_optimizers():
 @pytest.mark.parametrize("key,value,attr", [("completion_cost", False, "completion_cost"),
                                             ("early_stopping", False, "early_stopping"),
                                             ("acquisition", "paper", "acquisition"),
-                                            ("screen_value", "finish", "screen_value")])
+                                            ("screen_value", "finish", "screen_value"),
+                                            ("init_share", 0.25, "init_share")])
 def test_ecotune_only_settings_reach_the_optimizer_from_both_configs(tmp_path, key, value,
                                                                      attr):
     cfg = validate_study_config({**STUDY, key: value, "journal": str(tmp_path / "j.jsonl")})

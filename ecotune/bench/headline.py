@@ -23,7 +23,7 @@ import numpy as np
 from ecotune.bench.suite import FRACTIONS, mean_ci
 
 BOHBS = ("bohb", "smac_bohb")
-VARIANTS = ("ecotune+increment", "ecotune+paper", "ecotune+finish", "ecotune+broad")
+VARIANTS = ("ecotune+narrow", "ecotune+increment", "ecotune+paper", "ecotune+finish")
 
 
 def _peers(rows: dict[str, Any]) -> list[str]:

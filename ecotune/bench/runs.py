@@ -94,10 +94,12 @@ def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
 #: EcoTune variants: with the HELM default first; the paper's acquisition (eq. 3 and 4 on a
 #: multi-fidelity GP); without early stopping; screens priced by their own instances only
 #: (``completion_cost`` off, the default before 2026-12-02); screens valued by what finishing
-#: them buys (``screen_value="finish"``); a broad initial design over a quarter of the
-#: budget (``init_share=0.25``)
+#: them buys (``screen_value="finish"``); the initial design of ``n_init`` configs only
+#: (``init_share=0``, the default before 2026-12-02, evening). ``increment``, ``paper`` and
+#: ``finish`` were recorded in the suite before ``init_share`` existed, so they keep
+#: ``init_share=0``: each is the narrow default with one setting changed.
 EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune", "ecotune+increment",
-               "ecotune+finish", "ecotune+broad")
+               "ecotune+finish", "ecotune+narrow")
 
 
 def replay_one(bench: Bench, method: str, seed: int, budget: int,
@@ -117,15 +119,15 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
 
         opts["initial_configs"] = helm_first(bench.space, bench.helm_fixed.get("max_tokens"))
     elif method == "ecotune+paper":
-        opts["acquisition"] = "paper"
+        opts.update(acquisition="paper", init_share=0.0)
     elif method == "ecotune+noprune":
         opts["early_stopping"] = False
     elif method == "ecotune+increment":
-        opts["completion_cost"] = False
+        opts.update(completion_cost=False, init_share=0.0)
     elif method == "ecotune+finish":
-        opts["screen_value"] = "finish"
-    elif method == "ecotune+broad":
-        opts["init_share"] = 0.25
+        opts.update(screen_value="finish", init_share=0.0)
+    elif method == "ecotune+narrow":
+        opts["init_share"] = 0.0
     opt = make_optimizer(method.split("+")[0], space=bench.space, budget_tokens=budget,
                          r_min=bench.r_min, r_max=bench.r_max, seed=seed, **opts)
     ev = bench.make_evaluator(seed)

@@ -39,7 +39,7 @@ from ecotune.bench.runs import load_bench, replay_one, tokens_to_target
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ecotune", "ecotune+increment", "ecotune+paper", "ecotune+finish", "ecotune+broad",
+METHODS = ("ecotune", "ecotune+narrow", "ecotune+increment", "ecotune+paper", "ecotune+finish",
            "random", "qmc", "botorch", "cmaes", "bohb", "smac_bohb", "dehb", "asha",
            "tpe_hyperband", "gp", "tpe", "eipu", "mfkg")
 TABLES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "tables"

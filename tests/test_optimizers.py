@@ -332,6 +332,15 @@ def test_ecotune_init_share_spends_that_share_of_the_budget_on_the_initial_desig
     assert "init" not in phases[first:] and first > opt.n_init
     assert spent_at_ask[first - 1] < 10_000 <= spent_at_ask[first]
     assert _make("ecotune", journal=journal, budget=40_000, init_share=0.25)._searching
+    # with max_trials, the design also stops at that share of the trials: the search (and
+    # the final trial at r_max) always get the rest
+    capped = tmp_path / "capped.jsonl"
+    opt = _make("ecotune", journal=capped, budget=10**7, max_trials=40, init_share=0.25)
+    while (t := opt.ask()) is not None:
+        opt.tell(t, ev.evaluate(t))
+    phases = [r["meta"]["phase"] for r in open_journal(capped).records() if r["type"] == "ask"]
+    assert phases[:10] == ["init"] * 10 and "init" not in phases[10:] and len(phases) == 40
+    assert any(r.n_evaluated >= opt.r_max for r in opt.state.results.values())
     with pytest.raises(ValueError, match="init_share"):
         _make("ecotune", init_share=1.0)
 

@@ -78,10 +78,11 @@ class EcoTuneOptimizer(Optimizer):
             instances only.
         n_init: initial Sobol configurations (default: max(4, d // 2 + 2)).
         init_share: go on with the initial design, past ``n_init``, until this share of the
-            budget is spent (0: ``n_init`` configs only). Default 0.25 (SMAC3's cap on its
-            initial design), chosen on the peer benchmark (docs/benchmarks.md): a broad,
-            cheap start like Hyperband's first rungs wins on the unbiased (LLM-like)
-            problems and puts most demo trials below r_max; it loses on some biased ones.
+            budget (or of ``max_trials``, if set) is spent (0: ``n_init`` configs only).
+            Default 0.25 (SMAC3's cap on its initial design), chosen on the peer benchmark
+            (docs/benchmarks.md): a broad, cheap start like Hyperband's first rungs wins
+            on the unbiased (LLM-like) problems and puts most demo trials below r_max; it
+            loses on some biased ones.
         initial_configs: configs to run first, before the Sobol design (e.g. the HELM
             default). With ``candidates``, each is replaced by its nearest candidate.
         init_fidelity: fidelity of the initial design (default: the second fidelity level;
@@ -152,9 +153,15 @@ class EcoTuneOptimizer(Optimizer):
         return self._lookahead_step()
 
     def _initial_budget_left(self) -> bool:
-        """``init_share`` of the budget is not spent yet and the search has not started."""
-        return (not self._searching and self.state.tokens_used
-                < self.init_share * self.state.budget.budget_tokens)
+        """The search has not started and the initial design has spent less than
+        ``init_share`` of the budget and asked fewer than ``init_share`` of ``max_trials``
+        (so the search always gets the rest of both). A warm-started study does not widen
+        its design: the earlier study explored."""
+        budget = self.state.budget
+        if (self._searching or self.state.warm_start is not None
+                or self.state.tokens_used >= self.init_share * budget.budget_tokens):
+            return False
+        return budget.max_trials is None or self.state.n_asked < self.init_share * budget.max_trials
 
     def _on_ask(self, trial, meta: dict[str, Any]) -> None:
         if meta.get("phase") != "init":

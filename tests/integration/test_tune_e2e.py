@@ -63,9 +63,13 @@ def test_tune_interrupt_resume(vllm_server: str, mlflow_server: str, tmp_path: P
     env = dict(os.environ)  # AWS_* of the session's S3 server, for MLflow's artifacts
 
     # 1. start a study and interrupt it (Ctrl-C) after two trials
+    # Ctrl-C at a terminal: SIGINT at its default in the child even when the tests run as a
+    # background job (whose children inherit SIGINT ignored, so Python would never raise
+    # KeyboardInterrupt and the study would run to its end)
     proc = subprocess.Popen([sys.executable, "-m", "ecotune.cli", "tune", "--config", str(cfg),
                              "--plain"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if journal.exists() and len(_tells(journal)) >= 2:

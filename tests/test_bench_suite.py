@@ -164,6 +164,33 @@ def test_table_surrogate_ranks_held_out_configs_and_answers_any_config() -> None
     assert cut.tokens <= 400
 
 
+def test_surrogate_check_is_reported_cached_and_spliced(tmp_path: Path, monkeypatch) -> None:
+    """The suite's report carries each surrogate's cross-validation on held-out configs,
+    computed once per table file (cached by its size), and the docs get that table too."""
+    import ecotune.bench.surrogate_table as st
+    from ecotune.bench.suite import DOCS_BEGIN, DOCS_END, splice_docs, surrogate_checks
+
+    got = surrogate_checks(tmp_path, ["surrogate-arithmetic"])  # benchmarks/arithmetic.jsonl.gz
+    cv = got["surrogate-arithmetic"]
+    assert cv["configs"] == 49 and cv["spearman"] > 0.6 and 0 < cv["mae"] < 0.2
+
+    def refit(*a, **k):
+        raise AssertionError("refitted a cached check")
+
+    monkeypatch.setattr(st, "cross_validate", refit)
+    assert surrogate_checks(tmp_path, ["surrogate-arithmetic"]) == got
+    with pytest.raises(FileNotFoundError, match="no table"):
+        surrogate_checks(tmp_path, ["surrogate-nosuchtable"])
+    report = tmp_path / "report.md"
+    report.write_text("# r\n\n## Against the targets\n\nA\n\n## Average rank\n\nB\n\n"
+                      "## Surrogate check\n\nC\n\n## branin (biased)\n\nD\n")
+    docs = tmp_path / "docs.md"
+    docs.write_text(f"x\n{DOCS_BEGIN}\nold\n{DOCS_END}\ny\n")
+    splice_docs(report, docs)
+    text = docs.read_text()
+    assert "### Surrogate check" in text and "C" in text and "D" not in text and "old" not in text
+
+
 def test_a_table_still_being_collected_is_not_in_the_suite(tmp_path: Path) -> None:
     """Runs on a table whose configs are still coming in would not reproduce: the suite
     leaves it out until every planned config is recorded."""

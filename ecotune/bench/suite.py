@@ -46,6 +46,8 @@ TABLES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "tables"
 FRACTIONS = (0.25, 0.5, 1.0)
 #: the recorded runs, in the suite's folder
 RUNS = "runs.jsonl.gz"
+#: the surrogates' cross-validation, cached in the suite's folder by table file size
+SURROGATES = "surrogates.json"
 
 
 def problem_budget(name: str, bench: Any, scale: float = 1.0) -> int:
@@ -216,6 +218,15 @@ def write_report(out: Path) -> Path:
     for m in sorted(s["ranks"]["at100"], key=lambda m: s["ranks"]["at100"][m]):
         L.append(f"| {m} | " + " | ".join(f"{s['ranks'][k].get(m, float('nan')):.2f}"
                                          for k in ("at25", "at50", "at100")) + " |")
+    checks = surrogate_checks(out, [p for p in s["problems"] if p.startswith("surrogate-")])
+    if checks:
+        L += ["", "## Surrogate check", "",
+              "Each surrogate's model refitted on 4/5 of its table's configs predicts the "
+              "full-table score of the held-out fifth (5 folds; YAHPO Gym's check):", "",
+              "| surrogate problem | table configs | Spearman ρ | mean absolute error |",
+              "|---|---|---|---|"]
+        L += [f"| {p} | {c['configs']} | {c['spearman']:.2f} | {c['mae']:.3f} |"
+              for p, c in checks.items()]
     for p, rows in s["problems"].items():
         some = next(iter(rows.values()))
         L += ["", f"## {p} ({some['kind']}; optimum {some['oracle']:.3f})", "",
@@ -236,12 +247,36 @@ def write_report(out: Path) -> Path:
     return md
 
 
+def surrogate_checks(out: Path, problems: list[str]) -> dict[str, dict[str, Any]]:
+    """:func:`ecotune.bench.surrogate_table.cross_validate` of every surrogate problem's
+    table (``surrogate-<table>``), cached in ``<out>/surrogates.json`` while the table file
+    keeps its size."""
+    from ecotune.bench.replay import Table
+    from ecotune.bench.surrogate_table import cross_validate
+
+    cache_path = out / SURROGATES
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    found = {}
+    for p in problems:
+        name = p.removeprefix("surrogate-") + ".jsonl.gz"
+        path = next((d / name for d in (TABLES_DIR, TABLES_DIR.parent) if (d / name).exists()),
+                    None)
+        if path is None:
+            raise FileNotFoundError(f"{p}: no table {name} under {TABLES_DIR} or its parent")
+        size = path.stat().st_size
+        if cache.get(p, {}).get("bytes") != size:
+            cache[p] = {**cross_validate(Table.load(path)), "bytes": size}
+        found[p] = cache[p]
+    cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+    return found
+
+
 DOCS_BEGIN, DOCS_END = "<!-- suite:begin -->", "<!-- suite:end -->"
 
 
 def splice_docs(report: Path, docs: Path) -> None:
-    """Put the report's tables (its headline and the average ranks, not the per-problem
-    sections) into ``docs`` between its :data:`DOCS_BEGIN` and :data:`DOCS_END` lines,
+    """Put the report's tables (its headline, the average ranks and the surrogate check,
+    not the per-problem sections) into ``docs`` between its :data:`DOCS_BEGIN` and :data:`DOCS_END` lines,
     so the documentation shows exactly what ``ecotune bench suite`` wrote.
 
     Raises:
@@ -255,7 +290,7 @@ def splice_docs(report: Path, docs: Path) -> None:
     body = report.read_text().splitlines()
     start = next(i for i, x in enumerate(body) if x.startswith("## Against the targets"))
     stop = next((i for i, x in enumerate(body) if x.startswith("## ") and i > start
-                 and not x.startswith("## Average rank")), len(body))
+                 and not x.startswith(("## Average rank", "## Surrogate check"))), len(body))
     part = ["#" + x if x.startswith("## ") else x for x in body[start:stop]]
     i, j = lines.index(DOCS_BEGIN), lines.index(DOCS_END)
     docs.write_text("\n".join(lines[:i + 1] + part + lines[j:]) + "\n")

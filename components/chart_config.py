@@ -64,7 +64,7 @@ class ChartStudy(_Closed):
     r_min: int = Field(ge=1)
     r_max: int = Field(ge=1)
     #: EcoTune-only settings (tau, acquisition, early_stopping, completion_cost,
-    #: screen_value, init_share, warm_start)
+    #: screen_value, init_share, init_fidelity, warm_start)
     #: are not passed to the other optimizers: the chart's defaults apply to every study,
     #: whatever its optimizer
     tau: float | None = Field(None, ge=0)
@@ -73,6 +73,7 @@ class ChartStudy(_Closed):
     completion_cost: bool | None = None
     screen_value: Literal["finish", "lookahead"] | None = None
     init_share: float | None = Field(None, ge=0, lt=1)
+    init_fidelity: int | None = Field(None, ge=1)
     eta0: float = Field(0.1, gt=0)
     lam: float = Field(0.1, ge=0, alias="lambda")
     seed: int = 0
@@ -269,7 +270,7 @@ class ChartConfig(_Closed):
                             exclude_none=True)
         if s.optimizer != "ecotune":
             for k in ("tau", "acquisition", "early_stopping", "completion_cost",
-                      "screen_value", "init_share", "warm_start"):
+                      "screen_value", "init_share", "init_fidelity", "warm_start"):
                 data.pop(k, None)
         data["engine"] = self.engine_spec(self.engine.base_url)
         if journal_uri:

@@ -180,8 +180,10 @@ class StudyConfig(BaseModel):
     #: what EcoTune counts a screen worth: ``lookahead`` (default) or ``finish``
     #: (ecotune.acquisition)
     screen_value: Literal["finish", "lookahead"] | None = None
-    #: EcoTune's initial design goes on until this share of the budget is spent (default 0)
+    #: EcoTune's initial design goes on until this share of the budget is spent (default 0.25)
     init_share: float | None = Field(None, ge=0, lt=1)
+    #: instances each config of EcoTune's initial design is scored on (in [r_min, r_max])
+    init_fidelity: int | None = Field(None, ge=1)
     eta0: float = Field(0.1, gt=0)
     lam: float = Field(0.1, ge=0, alias="lambda")
     r_min: int = Field(5, ge=1)
@@ -237,6 +239,9 @@ class StudyConfig(BaseModel):
     def _check(self) -> StudyConfig:
         if self.r_min > self.r_max:
             raise ValueError(f"r_min ({self.r_min}) must be <= r_max ({self.r_max})")
+        if self.init_fidelity is not None and not self.r_min <= self.init_fidelity <= self.r_max:
+            raise ValueError(f"init_fidelity ({self.init_fidelity}) must be within r_min "
+                             f"({self.r_min}) and r_max ({self.r_max})")
         if self.search_space is not None:
             try:
                 space = SearchSpace.from_dict(self.search_space)
@@ -250,7 +255,7 @@ class StudyConfig(BaseModel):
             if both:
                 raise ValueError(f"{both} both searched and fixed; keep each in one place")
         for k in ("tau", "acquisition", "early_stopping", "completion_cost", "screen_value",
-                  "init_share", "warm_start"):
+                  "init_share", "init_fidelity", "warm_start"):
             if getattr(self, k) is not None and self.optimizer != "ecotune":
                 raise ValueError(f"{k} applies only to optimizer 'ecotune'")
         if self.warm_start is not None and self.warm_start.journal == self.journal_uri:

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 #: StudyConfig keys that only EcoTune's own optimizer takes
 ECOTUNE_ONLY = ("tau", "acquisition", "early_stopping", "completion_cost", "screen_value",
-                "init_share")
+                "init_share", "init_fidelity")
 
 
 def default_space(task: Task) -> SearchSpace:

@@ -345,6 +345,23 @@ def test_ecotune_init_share_spends_that_share_of_the_budget_on_the_initial_desig
         _make("ecotune", init_share=1.0)
 
 
+def test_ecotune_initial_design_runs_at_init_fidelity(tmp_path):
+    """Every config of the initial design is scored on ``init_fidelity`` instances; a level
+    outside [r_min, r_max] is refused."""
+    journal = tmp_path / "j.jsonl"
+    opt = _make("ecotune", journal=journal, budget=40_000, init_fidelity=13)
+    ev = SyntheticEvaluator(LAND)
+    while (t := opt.ask()) is not None:
+        opt.tell(t, ev.evaluate(t))
+    asks = [r for r in open_journal(journal).records() if r["type"] == "ask"]
+    init = [r["trial"]["fidelity"] for r in asks if r["meta"]["phase"] == "init"]
+    assert len(init) >= opt.n_init and set(init) == {13} and opt._options["init_fidelity"] == 13
+    assert _make("ecotune").init_fidelity == opt.r_min == 5  # the default: the first rung
+    for bad in (4, 41):
+        with pytest.raises(ValueError, match="init_fidelity"):
+            _make("ecotune", init_fidelity=bad)
+
+
 def test_smac_bohb_runs_hyperband_brackets_paying_only_new_instances():
     """SMAC3's own Hyperband decides which configs go on: a config asked again comes at a
     larger budget, and the replay keeps what its lower budget measured."""

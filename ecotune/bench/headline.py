@@ -23,7 +23,8 @@ import numpy as np
 from ecotune.bench.suite import FRACTIONS, mean_ci
 
 BOHBS = ("bohb", "smac_bohb")
-VARIANTS = ("ecotune+narrow", "ecotune+increment", "ecotune+paper", "ecotune+finish")
+VARIANTS = ("ecotune+narrow", "ecotune+increment", "ecotune+paper", "ecotune+finish",
+            "ecotune+level2")
 
 
 def _peers(rows: dict[str, Any]) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ecotune.acquisition import fidelity_levels
 from ecotune.bench.replay import ReplayEvaluator, Table
 from ecotune.bench.synthetic import SyntheticEvaluator, SyntheticLandscape, synthetic_space
 from ecotune.optimizers import make_optimizer
@@ -95,11 +96,15 @@ def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
 #: multi-fidelity GP); without early stopping; screens priced by their own instances only
 #: (``completion_cost`` off, the default before 2026-12-02); screens valued by what finishing
 #: them buys (``screen_value="finish"``); the initial design of ``n_init`` configs only
-#: (``init_share=0``, the default before 2026-12-02, evening). ``increment``, ``paper`` and
-#: ``finish`` were recorded in the suite before ``init_share`` existed, so they keep
-#: ``init_share=0``: each is the narrow default with one setting changed.
+#: (``init_share=0``, the default before 2026-12-02, evening); the initial design at the
+#: second fidelity level (``level2``, the default before 2026-12-02, afternoon).
+#: ``increment``, ``paper`` and ``finish`` were recorded before ``init_share`` existed, so
+#: they keep ``init_share=0``, and all of :data:`LEVEL2` before ``init_fidelity`` became
+#: r_min: each is the default of its day with one setting changed.
 EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune", "ecotune+increment",
-               "ecotune+finish", "ecotune+narrow")
+               "ecotune+finish", "ecotune+narrow", "ecotune+level2")
+LEVEL2 = ("ecotune+paper", "ecotune+increment", "ecotune+finish", "ecotune+narrow",
+          "ecotune+level2")
 
 
 def replay_one(bench: Bench, method: str, seed: int, budget: int,
@@ -128,6 +133,8 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
         opts.update(screen_value="finish", init_share=0.0)
     elif method == "ecotune+narrow":
         opts["init_share"] = 0.0
+    if method in LEVEL2:  # recorded when the initial design ran at the second level
+        opts["init_fidelity"] = int(fidelity_levels(bench.r_min, bench.r_max, 4)[1])
     opt = make_optimizer(method.split("+")[0], space=bench.space, budget_tokens=budget,
                          r_min=bench.r_min, r_max=bench.r_max, seed=seed, **opts)
     ev = bench.make_evaluator(seed)

@@ -85,8 +85,11 @@ class EcoTuneOptimizer(Optimizer):
             loses on some biased ones.
         initial_configs: configs to run first, before the Sobol design (e.g. the HELM
             default). With ``candidates``, each is replaced by its nearest candidate.
-        init_fidelity: fidelity of the initial design (default: the second fidelity level;
-            r_min alone is often too noisy to rank anything).
+        init_fidelity: instances each initial-design config is scored on. Default r_min
+            (Hyperband's first rung): chosen on the peer benchmark (docs/benchmarks.md)
+            over the second fidelity level, the default before 2026-12-02 afternoon: a
+            screen of r_min instances is noisy, but on the recorded LLM tables most configs
+            score near 0 and the cheap screen finds that out for more configs.
         n_levels: fidelity levels considered between r_min and r_max.
         n_candidates: Sobol candidates per ask (plus local ones around the incumbents).
     """
@@ -122,8 +125,10 @@ class EcoTuneOptimizer(Optimizer):
         self.n_candidates = n_candidates
         self.initial_configs = [self.space.canonical(self.space.validate_config(c))
                                 for c in (initial_configs or [])]
-        self.init_fidelity = int(init_fidelity if init_fidelity is not None
-                                 else self.levels[min(1, len(self.levels) - 1)])
+        self.init_fidelity = int(init_fidelity if init_fidelity is not None else self.r_min)
+        if not self.r_min <= self.init_fidelity <= self.r_max:
+            raise ValueError(f"init_fidelity must be in [r_min, r_max] = [{self.r_min}, "
+                             f"{self.r_max}], got {self.init_fidelity}")
         self._hyper: dict | None = None
         self._fitted_n = 0
         self._final_done = False
@@ -132,7 +137,8 @@ class EcoTuneOptimizer(Optimizer):
                              initial_configs=self.initial_configs, acquisition=acquisition,
                              early_stopping=self.early_stopping,
                              completion_cost=self.completion_cost,
-                             screen_value=screen_value, init_share=self.init_share)
+                             screen_value=screen_value, init_share=self.init_share,
+                             init_fidelity=self.init_fidelity)
 
     # ------------------------------------------------------------------ proposal
     def _propose(self) -> Proposal | None:

@@ -148,8 +148,9 @@ class EcoTuneOptimizer(Optimizer):
             if self.state.candidates is not None:  # e.g. a default that is not among the presets
                 cfg = self._unseen_candidate(cfg)
             return cfg, self.init_fidelity, {"phase": "init"}
-        if (len(y) + len(self.state.pending) < self.n_init + len(self.initial_configs)
-                or len(y) < 2 or self._initial_budget_left()):
+        if ((len(y) + len(self.state.pending) < self.n_init + len(self.initial_configs)
+                or len(y) < 2 or self._initial_budget_left())
+                and not (len(y) >= 2 and self._candidates_used_up())):
             cfg = self._sobol_config()
             if self.state.candidates is not None:
                 cfg = self._unseen_candidate(cfg)
@@ -157,6 +158,14 @@ class EcoTuneOptimizer(Optimizer):
         if self.acquisition == "paper":
             return self._paper_step(X, n, y)
         return self._lookahead_step()
+
+    def _candidates_used_up(self) -> bool:
+        """Every config of a finite candidate set has had a trial: the initial design would
+        only ask one again at the same fidelity (a trial that learns nothing)."""
+        if self.state.candidate_X is None:
+            return False
+        used = {encoded_key(self.space.encode(t.config)) for t in self.state.trials.values()}
+        return all(encoded_key(x) in used for x in self.state.candidate_X)
 
     def _initial_budget_left(self) -> bool:
         """The search has not started and the initial design has spent less than

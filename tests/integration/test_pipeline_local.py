@@ -212,6 +212,9 @@ def test_pipeline_against_a_billing_server_stays_within_budget(tmp_path, s3_serv
             "study": {"name": f"billing-{tag}", "model": MODEL,
                       "task": {"name": "arithmetic", "n": 20}, "optimizer": "ecotune",
                       "budget_tokens": budget, "r_min": 2, "r_max": 6, "seed": 1,
+                      # 3-instance screens: the 4 trials of 2 rounds send enough requests
+                      # for the fault plan's first 12 (whatever the optimizer's default)
+                      "init_fidelity": 3,
                       "fixed": {"few_shot": 1},
                       "search_space": {
                           "temperature": {"type": "float", "low": 0.0, "high": 1.0},

@@ -113,6 +113,21 @@ def test_collect_resumes(tmp_path) -> None:
     rows = [json.loads(x) for x in gzip.open(out, "rt").read().splitlines()]
     assert sum(r["type"] == "row" for r in rows) == 24
 
+    # a kill in the middle of a write leaves a torn gzip member: the next run keeps every
+    # whole record before it and appends after them (nothing lands behind the tear)
+    kept = [r for r in rows if not (r["type"] == "row" and r["c"] == 3)]
+    with gzip.open(out, "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in kept))
+    whole = out.read_bytes()
+    with gzip.open(out, "at") as f:
+        f.write(json.dumps({"type": "row", "c": 3, "i": 0, "s": [1.0]}) + "\n")
+    torn = out.read_bytes()
+    out.write_bytes(torn[:(len(whole) + len(torn)) // 2])  # cut in the member's data
+    collect("arithmetic", "http://unused", "m", 3, 6, out, engine=_Echo(), progress=False)
+    again = [json.loads(x) for x in gzip.open(out, "rt").read().splitlines()]
+    assert again[:len(kept)] == kept and len(again) == len(rows)
+    assert Table.load(out).scores.shape == (4, 6)
+
 
 def test_report_on_synthetic(tmp_path) -> None:
     from ecotune.bench.cli import main

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import warnings
 import zlib
 from pathlib import Path
@@ -35,6 +36,8 @@ from ecotune.decoding import SamplingParams
 from ecotune.space import SearchSpace, default_llm_space, helm_default
 from ecotune.subsets import nested_order
 from ecotune.tasks.base import Task
+
+log = logging.getLogger(__name__)
 
 
 def bench_task(name: str, data_dir: str | Path | None = None) -> tuple[Task, SearchSpace, dict[str, Any], dict[str, Any]]:
@@ -140,7 +143,11 @@ def collect(task_name: str, engine_url: str, model: str, n_configs: int, instanc
     configs = [helm] + sobol_configs(space, n_configs, seed)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    old = read_table_records(out)
+    old, torn = read_jsonl_gz(out)
+    if torn:  # a write cut short by a kill: keep every whole record, append after them
+        log.warning("%s: dropping a torn last write (%d whole records kept)", out, len(old))
+        with gzip.open(out, "wt") as f:
+            f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in old))
     done: set[tuple[int, int]] = set()
     have_cfg: set[int] = set()
     if old:

@@ -97,6 +97,14 @@ def read_jsonl_gz(path: str | Path) -> tuple[list[dict[str, Any]], bool]:
     return out, False
 
 
+def rewrite_jsonl_gz(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Replace an appended-to ``.jsonl.gz`` file by ``records`` (one member), e.g. the whole
+    records before a torn write, so later appends stay readable."""
+    with gzip.open(path, "wt") as f:
+        f.write("".join(json.dumps(r, separators=(",", ":"), default=str) + "\n"
+                        for r in records))
+
+
 def read_table_records(path: str | Path) -> list[dict[str, Any]]:
     """All records of a table file (tolerates a truncated last line from a crash)."""
     return read_jsonl_gz(path)[0]
@@ -146,8 +154,7 @@ def collect(task_name: str, engine_url: str, model: str, n_configs: int, instanc
     old, torn = read_jsonl_gz(out)
     if torn:  # a write cut short by a kill: keep every whole record, append after them
         log.warning("%s: dropping a torn last write (%d whole records kept)", out, len(old))
-        with gzip.open(out, "wt") as f:
-            f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in old))
+        rewrite_jsonl_gz(out, old)
     done: set[tuple[int, int]] = set()
     have_cfg: set[int] = set()
     if old:

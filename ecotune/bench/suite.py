@@ -129,14 +129,13 @@ def read_runs(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     """The runs recorded so far. A run torn by a kill (a truncated gzip member or line) is
     skipped; with ``repair`` the file is rewritten without it, so appends go on after the
     last whole run."""
-    from ecotune.bench.collect import read_jsonl_gz
+    from ecotune.bench.collect import read_jsonl_gz, rewrite_jsonl_gz
 
     runs, torn = read_jsonl_gz(path)
     if torn:
         log.warning("%s: skipping a torn last run", path)
     if torn and repair:
-        with gzip.open(path, "wt") as f:
-            f.writelines(json.dumps(r, default=str) + "\n" for r in runs)
+        rewrite_jsonl_gz(path, runs)
     return runs
 
 

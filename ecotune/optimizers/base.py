@@ -156,12 +156,16 @@ class Optimizer:
         d = ((X - self.space.encode(config)) ** 2).sum(axis=1)
         return dict(cands[int(np.argmin(d))])
 
+    def _used_keys(self) -> set[tuple[float, ...]]:
+        """Encoded keys of every config a trial has used."""
+        return {encoded_key(self.space.encode(t.config)) for t in self.state.trials.values()}
+
     def _unseen_candidate(self, config: dict[str, Any]) -> dict[str, Any]:
         """The candidate nearest to ``config`` that no trial has used yet (the nearest
         one when all were used): an initial design over a finite set without repeats."""
         cands, X = self.state.candidates, self.state.candidate_X
         assert cands is not None and X is not None
-        used = {encoded_key(self.space.encode(t.config)) for t in self.state.trials.values()}
+        used = self._used_keys()
         d = ((X - self.space.encode(config)) ** 2).sum(axis=1)
         order = np.argsort(d, kind="stable")
         k = next((int(i) for i in order if encoded_key(X[i]) not in used), int(order[0]))

@@ -164,7 +164,7 @@ class EcoTuneOptimizer(Optimizer):
         only ask one again at the same fidelity (a trial that learns nothing)."""
         if self.state.candidate_X is None:
             return False
-        used = {encoded_key(self.space.encode(t.config)) for t in self.state.trials.values()}
+        used = self._used_keys()
         return all(encoded_key(x) in used for x in self.state.candidate_X)
 
     def _initial_budget_left(self) -> bool:

@@ -228,3 +228,17 @@ def choose_fidelity_ratio(log_eipt: np.ndarray, tau: float) -> int:
                               or full >= np.log(tau) + lower.max()):
         return len(v) - 1
     return int(np.nanargmax(np.where(np.isfinite(lower), lower, -np.inf)))
+
+
+def log_local_penalty(Z: np.ndarray, P: np.ndarray, model) -> np.ndarray:
+    """Log of the local penalty of inputs Z (M, D) around running trials' points P (K, D):
+    Σ_k log(1 − exp(−½‖(z − p_k)/ℓ‖²)) with the model kernel's lengthscales ℓ (0.2 when
+    it has none), so parallel asks spread out."""
+    try:
+        kernel = getattr(model.covar_module, "base_kernel", model.covar_module)
+        ls = kernel.lengthscale.detach().numpy().reshape(-1)
+    except AttributeError:
+        ls = np.full(Z.shape[1], 0.2)
+    ls = np.resize(ls, Z.shape[1]) if ls.size != Z.shape[1] else ls
+    d2 = (((Z[:, None, :] - P[None, :, :]) / ls) ** 2).sum(-1)
+    return np.log(np.clip(1.0 - np.exp(-0.5 * d2), 1e-12, 1.0)).sum(-1)

@@ -4,7 +4,9 @@ Inputs are configs encoded in ``[0, 1]^d`` (see :mod:`ecotune.space`) with the f
 appended as its last column, normalised to ``s = (r − r_min)/(r_max − r_min)``. A score
 measured on r instances is a mean of per-instance scores, so its noise variance is known
 up to the score's spread: ``Var ≈ p(1 − p)/r``; it is passed as fixed observation noise,
-and the GP learns only the latent landscape.
+and the GP learns only the latent landscape. A score that comes without per-instance scores
+(a whole evaluation, e.g. a deterministic function at a fidelity) has no known spread:
+:func:`fit_scaled_noise_gp` then scales that variance by κ chosen by marginal likelihood.
 """
 
 from __future__ import annotations
@@ -66,15 +68,46 @@ def fit_multi_fidelity_gp(X: np.ndarray, s: np.ndarray, y: np.ndarray, n: np.nda
 
 
 def fit_single_fidelity_gp(X: np.ndarray, y: np.ndarray, n: np.ndarray,
-                           state_dict: dict | None = None, refit: bool = True) -> SingleTaskGP:
+                           state_dict: dict | None = None, refit: bool = True,
+                           noise_scale: float = 1.0) -> SingleTaskGP:
     """Fit a GP over configs whose observations are prefix means with binomial noise
-    ``p(1 − p)/n`` (the BoTorch baseline, and EcoTune's default surrogate); ``refit=False``
-    reuses ``state_dict`` as is."""
-    train_Yvar = as_tensor(score_noise(y, n)).reshape(-1, 1)
+    ``p(1 − p)/n`` (the BoTorch baseline, and EcoTune's default surrogate), times
+    ``noise_scale``; ``refit=False`` reuses ``state_dict`` as is."""
+    train_Yvar = as_tensor(noise_scale * score_noise(y, n)).reshape(-1, 1)
     model = SingleTaskGP(as_tensor(X), as_tensor(y).reshape(-1, 1),
                          train_Yvar=train_Yvar, outcome_transform=Standardize(m=1))
     _fit(model, state_dict, refit)
     return model
+
+
+#: the noise scales κ :func:`fit_scaled_noise_gp` chooses among (decades: the marginal
+#: likelihood is flat within one, and each is a full fit)
+NOISE_SCALES = (1.0, 0.1, 0.01, 0.001)
+
+
+def fit_scaled_noise_gp(X: np.ndarray, y: np.ndarray, n: np.ndarray,
+                        state_dict: dict | None = None) -> tuple[SingleTaskGP, float]:
+    """:func:`fit_single_fidelity_gp` with noise ``κ·p(1 − p)/n``, for scores measured
+    without per-instance scores, whose spread is unknown.
+
+    ``p(1 − p)/n`` is the variance of a mean of n scores in [0, 1] at its largest; a
+    deterministic score can be far below it, and a low fidelity that is biased rather than
+    noisy far above it (a config told at two fidelities shows which). κ is chosen among
+    :data:`NOISE_SCALES` by the fitted exact marginal log likelihood, comparable across κ
+    (the same data and outcome transform). Returns the model and κ.
+    """
+    best: tuple[float, SingleTaskGP, float] | None = None
+    for kappa in NOISE_SCALES:
+        model = fit_single_fidelity_gp(X, y, n, state_dict, noise_scale=kappa)
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        model.train()
+        with torch.no_grad():
+            value = float(mll(model(*model.train_inputs), model.train_targets))
+        model.eval()
+        if best is None or value > best[0]:
+            best = (value, model, kappa)
+    assert best is not None
+    return best[1], best[2]
 
 
 def _fit(model, state_dict: dict | None, refit: bool = True) -> None:

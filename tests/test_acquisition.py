@@ -210,3 +210,25 @@ def test_screen_value_option_reaches_the_optimizer_and_is_checked():
     with pytest.raises(ValueError, match="screen_value"):
         make_optimizer("ecotune", space=space, budget_tokens=10_000, r_min=2, r_max=16,
                        screen_value="nope")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_scaled_noise_follows_the_data(seed):
+    """κ by marginal likelihood: tiny for a deterministic smooth score, at least a tenth of
+    the binomial bound for scores that are binomial means; the returned model is fitted
+    with that κ."""
+    from ecotune.surrogate import NOISE_SCALES, fit_scaled_noise_gp, score_noise
+
+    rng = np.random.default_rng(seed)
+    X = rng.random((40, 3))
+    p = np.sin(3 * X[:, 0]) * 0.4 + 0.5
+    n = rng.integers(5, 50, 40).astype(float)
+    model, kappa = fit_scaled_noise_gp(X, p, n)
+    assert kappa <= 0.01
+    noisy = rng.binomial(n.astype(int), p) / n
+    model, kappa = fit_scaled_noise_gp(X, noisy, n)
+    assert kappa >= 0.1 and kappa in NOISE_SCALES
+    # the likelihood's fixed noise (in the standardised outcome space) is κ·p(1−p)/n
+    std = float(np.std(noisy, ddof=1))
+    got = model.likelihood.noise.detach().numpy().reshape(-1) * std**2
+    assert np.allclose(got, kappa * score_noise(noisy, n), rtol=1e-6)

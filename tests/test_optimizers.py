@@ -540,3 +540,28 @@ def test_nothing_fit_is_not_an_engine_error():
     billed = TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
                          status=TrialStatus.FAILED, error=NOTHING_FIT, unsettled_tokens=9)
     assert ok.nothing_fit and not down.nothing_fit and not billed.nothing_fit
+
+
+def _smooth(opt, trial):
+    """A deterministic whole-evaluation score of the config (the same at every fidelity)."""
+    u = opt.space.encode(trial.config)
+    return float(0.2 + 0.6 * np.exp(-4.0 * np.sum((u - 0.3) ** 2)))
+
+
+@pytest.mark.parametrize("noise", ["auto", "binomial"])
+def test_ecotune_noise_is_binomial_with_instance_scores_and_fitted_without(noise):
+    """``noise="auto"``: trials with per-instance scores (every LLM trial) keep the binomial
+    noise exactly (κ = 1); scores told without them get κ by marginal likelihood, which
+    is small for a deterministic score. ``binomial`` never scales."""
+    with_inst = _make("ecotune", budget=20_000, noise=noise)
+    ev = SyntheticEvaluator(LAND)
+    while (t := with_inst.ask()) is not None:
+        with_inst.tell(t, ev.evaluate(t))
+    assert with_inst.noise_scale == 1.0 and with_inst._searching
+    bare = _make("ecotune", budget=20_000, noise=noise)
+    while (t := bare.ask()) is not None:
+        tell(bare, t, score=_smooth(bare, t), tokens=30 * t.fidelity)
+    assert bare._searching and bare._options["noise"] == noise
+    assert (bare.noise_scale < 1.0) == (noise == "auto")
+    with pytest.raises(ValueError, match="noise"):
+        _make("ecotune", noise="gaussian")

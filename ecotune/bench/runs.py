@@ -97,12 +97,14 @@ def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
 #: (``completion_cost`` off, the default before 2026-12-02); screens valued by what finishing
 #: them buys (``screen_value="finish"``); the initial design of ``n_init`` configs only
 #: (``init_share=0``, the default before 2026-12-02, evening); the initial design at the
-#: second fidelity level (``level2``, the default before 2026-12-02, afternoon).
+#: second fidelity level (``level2``, the default before 2026-12-02, afternoon); binomial
+#: noise for scores told without per-instance scores too (``binomial``, the default until
+#: 2026-12-02, night; it differs from the default only on the function problems).
 #: ``increment``, ``paper`` and ``finish`` were recorded before ``init_share`` existed, so
 #: they keep ``init_share=0``, and all of :data:`LEVEL2` before ``init_fidelity`` became
 #: r_min: each is the default of its day with one setting changed.
 EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune", "ecotune+increment",
-               "ecotune+finish", "ecotune+narrow", "ecotune+level2")
+               "ecotune+finish", "ecotune+narrow", "ecotune+level2", "ecotune+binomial")
 LEVEL2 = ("ecotune+paper", "ecotune+increment", "ecotune+finish", "ecotune+narrow",
           "ecotune+level2")
 
@@ -133,6 +135,8 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
         opts.update(screen_value="finish", init_share=0.0)
     elif method == "ecotune+narrow":
         opts["init_share"] = 0.0
+    elif method == "ecotune+binomial":
+        opts["noise"] = "binomial"
     if method in LEVEL2:  # recorded when the initial design ran at the second level
         opts["init_fidelity"] = int(fidelity_levels(bench.r_min, bench.r_max, 4)[1])
     opt = make_optimizer(method.split("+")[0], space=bench.space, budget_tokens=budget,

@@ -14,7 +14,9 @@ r_max, so the study always ends with a configuration measured at r_max. Two acqu
   finishing the config would take times the chance the screen comes out above the
   incumbent (``completion_cost``; promotion keeps what was measured);
   the scale-free fidelity rule with τ as a ratio (default 0.5). Losing trials are stopped
-  early (``prune_below`` = the incumbent's lower bound, :mod:`ecotune.pruning`).
+  early (``prune_below`` = the incumbent's lower bound, :mod:`ecotune.pruning`). Scores
+  told without per-instance scores (no spread to know the noise from) get the binomial
+  noise times a κ chosen by marginal likelihood (``noise``).
 * ``paper``: the paper's multi-fidelity GP, eq. 3 and eq. 4 with an absolute τ on EI per
   1,000 tokens at r_max (default 0.002).
 """
@@ -34,6 +36,7 @@ from ecotune.acquisition import (
     completion_cost,
     fidelity_levels,
     log_finish_ei,
+    log_local_penalty,
     log_lookahead_ei,
     lookahead_std,
 )
@@ -45,6 +48,7 @@ from ecotune.surrogate import (
     as_tensor,
     fidelity_to_unit,
     fit_multi_fidelity_gp,
+    fit_scaled_noise_gp,
     fit_single_fidelity_gp,
     hyperparameters,
     posterior_mean_std,
@@ -54,6 +58,7 @@ from ecotune.trial import TrialStatus
 
 ACQUISITIONS = ("lookahead", "paper")
 SCREEN_VALUES = ("finish", "lookahead")
+NOISES = ("auto", "binomial", "scaled")
 DEFAULT_TAU = {"lookahead": 0.5, "paper": 0.002}
 
 
@@ -71,11 +76,10 @@ class EcoTuneOptimizer(Optimizer):
             are finished (:func:`ecotune.acquisition.log_finish_ei`). Measured against each
             other on the peer benchmark (docs/benchmarks.md): ``finish`` wins on Borehole
             and WingWeight, loses on mf2 Hartmann6, ties on the unbiased and LLM problems.
-        completion_cost: price a screen below r_max with the tokens it would take to finish
-            the config when the screen comes out above the incumbent (``lookahead``; default
-            on, chosen on the peer benchmark: docs/benchmarks.md; see
-            :func:`ecotune.acquisition.completion_cost`). Off: a screen costs its own
-            instances only.
+        completion_cost: price a screen below r_max with the tokens finishing the config
+            would take if the screen comes out above the incumbent (``lookahead``; default
+            on, chosen on the peer benchmark; :func:`ecotune.acquisition.completion_cost`).
+            Off: a screen costs its own instances only.
         n_init: initial Sobol configurations (default: max(4, d // 2 + 2)).
         init_share: go on with the initial design, past ``n_init``, until this share of the
             budget (or of ``max_trials``, if set) is spent (0: ``n_init`` configs only).
@@ -86,10 +90,15 @@ class EcoTuneOptimizer(Optimizer):
         initial_configs: configs to run first, before the Sobol design (e.g. the HELM
             default). With ``candidates``, each is replaced by its nearest candidate.
         init_fidelity: instances each initial-design config is scored on. Default r_min
-            (Hyperband's first rung): chosen on the peer benchmark (docs/benchmarks.md)
-            over the second fidelity level, the default before 2026-12-02 afternoon: a
-            screen of r_min instances is noisy, but on the recorded LLM tables most configs
-            score near 0 and the cheap screen finds that out for more configs.
+            (Hyperband's first rung), chosen on the peer benchmark (docs/benchmarks.md)
+            over the second fidelity level: most configs of the LLM tables score near 0,
+            and a cheap screen finds that out for more configs.
+        noise: a score's noise over r instances (``lookahead``): ``binomial``, p(1 − p)/r
+            (exact for 0/1 instance scores); ``scaled``, that times κ chosen by marginal
+            likelihood over every score told (:func:`~ecotune.surrogate.fit_scaled_noise_gp`);
+            ``auto`` (default): binomial while every trial told its per-instance scores (LLM
+            trials do), else scaled (a whole-evaluation score, e.g. a deterministic function
+            at a fidelity). Measured on the peer benchmark (docs/benchmarks.md).
         n_levels: fidelity levels considered between r_min and r_max.
         n_candidates: Sobol candidates per ask (plus local ones around the incumbents).
     """
@@ -103,6 +112,7 @@ class EcoTuneOptimizer(Optimizer):
                  screen_value: str = "lookahead",
                  n_init: int | None = None, init_share: float = 0.25, n_levels: int = 4,
                  n_candidates: int = 512, init_fidelity: int | None = None,
+                 noise: str = "auto",
                  initial_configs: list[dict[str, Any]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if acquisition not in ACQUISITIONS:
@@ -116,6 +126,10 @@ class EcoTuneOptimizer(Optimizer):
         if screen_value not in SCREEN_VALUES:
             raise ValueError(f"screen_value must be one of {SCREEN_VALUES}, got {screen_value!r}")
         self.screen_value = screen_value
+        if noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
+        self.noise = noise
+        self.noise_scale = 1.0  # κ of the last fit (1 under binomial noise)
         self.n_init = int(n_init if n_init is not None else max(4, self.space.dim // 2 + 2))
         if not 0.0 <= init_share < 1.0:
             raise ValueError(f"init_share must be in [0, 1), got {init_share}")
@@ -138,7 +152,7 @@ class EcoTuneOptimizer(Optimizer):
                              early_stopping=self.early_stopping,
                              completion_cost=self.completion_cost,
                              screen_value=screen_value, init_share=self.init_share,
-                             init_fidelity=self.init_fidelity)
+                             init_fidelity=self.init_fidelity, noise=noise)
 
     # ------------------------------------------------------------------ proposal
     def _propose(self) -> Proposal | None:
@@ -214,7 +228,10 @@ class EcoTuneOptimizer(Optimizer):
     def _lookahead_step(self) -> Proposal | None:
         X, n, y = self.per_config()
         refit = self._hyper is None or len(y) < 30 or len(y) >= 1.1 * self._fitted_n
-        model = fit_single_fidelity_gp(X, y, n, self._hyper, refit=refit)
+        if refit and self._scaled_noise():  # κ from every score told, see ``noise``
+            _, self.noise_scale = fit_scaled_noise_gp(*self.state.observations(), self._hyper)
+        model = fit_single_fidelity_gp(X, y, n, self._hyper, refit=refit,
+                                       noise_scale=self.noise_scale)
         if refit:
             self._hyper, self._fitted_n = hyperparameters(model), len(y)
         mu_obs, _ = posterior_mean_std(model, X)
@@ -227,7 +244,7 @@ class EcoTuneOptimizer(Optimizer):
         if not valid.any():
             return None
         mu, sd = posterior_mean_std(model, C)
-        noise = score_noise(np.repeat(mu, L), np.maximum(delta, 1).reshape(-1))
+        noise = self.noise_scale * score_noise(np.repeat(mu, L), np.maximum(delta, 1).reshape(-1))
         xi = self.state.budget.eta * float(np.std(y) if len(y) > 1 else 0.0)
         value = log_finish_ei if self.screen_value == "finish" else log_lookahead_ei
         log_ei = value(np.repeat(mu, L), np.repeat(sd, L), noise, f_star, xi)
@@ -257,6 +274,14 @@ class EcoTuneOptimizer(Optimizer):
             "t_hat": budget.t_hat(float(cost.reshape(len(C), L)[c, -1])),
             "eipt_per_1k": float(np.exp(log_eipt[c, li]) * 1000.0)}
         return self.space.decode(C[c]), int(levels[li]), dict(self.last_decision)
+
+    def _scaled_noise(self) -> bool:
+        """Whether the surrogate's noise is scaled by a fitted κ (see ``noise``)."""
+        if self.noise != "auto":
+            return self.noise == "scaled"
+        return any(not r.instance_scores for r in self.state.results.values()
+                   if r.score is not None and r.n_evaluated > 0
+                   and r.status != TrialStatus.FAILED)
 
     def _increment_prompts(self, configs: list[dict[str, Any]], done: np.ndarray
                            ) -> np.ndarray | None:
@@ -367,11 +392,4 @@ class EcoTuneOptimizer(Optimizer):
                                 [fidelity_to_unit(t.fidelity, self.r_min, self.r_max)]
                                 if fidelity else [])
                       for t in self.state.pending.values()])
-        try:
-            kernel = getattr(model.covar_module, "base_kernel", model.covar_module)
-            ls = kernel.lengthscale.detach().numpy().reshape(-1)
-        except AttributeError:
-            ls = np.full(Z.shape[1], 0.2)
-        ls = np.resize(ls, Z.shape[1]) if ls.size != Z.shape[1] else ls
-        d2 = (((Z[:, None, :] - P[None, :, :]) / ls) ** 2).sum(-1)
-        return np.log(np.clip(1.0 - np.exp(-0.5 * d2), 1e-12, 1.0)).sum(-1)
+        return log_local_penalty(Z, P, model)

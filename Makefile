@@ -74,7 +74,7 @@ bench-tables: install
 # The whole issue-#11 suite (problems x methods x 30 seeds; resumable), its report and the
 # tables of docs/benchmarks.md. mfkg (10-30 s per ask on two cores) is left out of the
 # recorded suite: SUITE_OPTIMIZERS=... adds it.
-SUITE_OPTIMIZERS ?= ecotune,ecotune+level2,ecotune+narrow,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
+SUITE_OPTIMIZERS ?= ecotune,ecotune+level2,ecotune+binomial,ecotune+narrow,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
 bench-suite: install
 	$(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite --optimizers $(SUITE_OPTIMIZERS) --docs docs/benchmarks.md
 

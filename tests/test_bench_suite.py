@@ -68,10 +68,16 @@ def test_summary_statistics() -> None:
     assert np.isnan(score_at(run, 50)) and score_at(run, 200) == 0.2 and score_at(run, 400) == 0.5
     runs = [{"problem": p, "method": m, "seed": 0, "budget": 10, "tokens_used": 10,
              "oracle": 1.0, "trajectory": [[5, s]], "final_true": s}
-            for p, scores in (("a", {"x": 0.9, "y": 0.5}), ("b", {"x": 0.1, "y": 0.5}))
+            for p, scores in (("a", {"x": 0.9, "y": 0.5, "ecotune": 0.95, "ecotune+v": 1.0}),
+                              ("b", {"x": 0.1, "y": 0.5, "ecotune": 0.6, "ecotune+v": 0.0}))
             for m, s in scores.items()]
     s = summarise(runs)
-    assert s["ranks"]["at100"] == {"x": 1.5, "y": 1.5} and s["max_spend_ratio"] == 1.0
+    assert s["ranks"]["at100"] == {"x": 3.0, "y": 3.0, "ecotune": 1.5, "ecotune+v": 2.5}
+    # the field: EcoTune's default and the peers, without its variants
+    assert s["field_ranks"]["at100"] == {"x": 2.5, "y": 2.5, "ecotune": 1.0}
+    assert s["max_spend_ratio"] == 1.0
+    tied = summarise([dict(r, final_true=0.5, trajectory=[[5, 0.5]]) for r in runs])
+    assert set(tied["ranks"]["at100"].values()) == {2.5}  # ties share the mean rank
 
 
 def test_headline_counts_target_cells_token_ratios_and_pairs() -> None:

@@ -196,14 +196,16 @@ def tokens_to_target(traj: list[tuple[int, float]], target: float, keep: bool = 
     return hit
 
 
-def time_ask_tell(points: tuple[int, ...] = (50, 200), window: int = 5, seed: int = 0) -> dict[int, float]:
-    """EcoTune's mean ask+tell seconds per trial around ``points`` observations (synthetic)."""
+def time_ask_tell(points: tuple[int, ...] = (50, 200), window: int = 5, seed: int = 0,
+                  noise: str = "auto") -> dict[int, float]:
+    """EcoTune's mean ask+tell seconds per trial around ``points`` observations (synthetic;
+    ``noise="scaled"`` times the κ search that scores without instance scores get)."""
     land = SyntheticLandscape(200, seed=1)
     space = synthetic_space()
     # init_share 0: with an unbounded budget the broad initial design would never end, and
     # what is timed is the model's step (an initial-design ask is one Sobol draw)
     opt = make_optimizer("ecotune", space=space, budget_tokens=10**12, r_min=5, r_max=60,
-                         seed=seed, init_share=0.0)
+                         seed=seed, init_share=0.0, noise=noise)
     ev = SyntheticEvaluator(land)
     times: dict[int, list[float]] = {p: [] for p in points}
     for n_obs in range(max(points) + window):

@@ -90,11 +90,11 @@ def fit_scaled_noise_gp(X: np.ndarray, y: np.ndarray, n: np.ndarray,
     """:func:`fit_single_fidelity_gp` with noise ``κ·p(1 − p)/n``, for scores measured
     without per-instance scores, whose spread is unknown.
 
-    ``p(1 − p)/n`` is the variance of a mean of n scores in [0, 1] at its largest; a
-    deterministic score can be far below it, and a low fidelity that is biased rather than
-    noisy far above it (a config told at two fidelities shows which). κ is chosen among
-    :data:`NOISE_SCALES` by the fitted exact marginal log likelihood, comparable across κ
-    (the same data and outcome transform). Returns the model and κ.
+    ``p(1 − p)/n`` is the variance of a mean of n scores in [0, 1] at its largest, so it
+    stays the ceiling (κ ≤ 1); a deterministic score can be far below it, unless its low
+    fidelities are biased (a config told at two fidelities shows that as noise). κ is
+    chosen among :data:`NOISE_SCALES` by the fitted exact marginal log likelihood,
+    comparable across κ (the same data and outcome transform). Returns the model and κ.
     """
     best: tuple[float, SingleTaskGP, float] | None = None
     for kappa in NOISE_SCALES:

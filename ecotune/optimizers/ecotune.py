@@ -228,9 +228,13 @@ class EcoTuneOptimizer(Optimizer):
     def _lookahead_step(self) -> Proposal | None:
         X, n, y = self.per_config()
         refit = self._hyper is None or len(y) < 30 or len(y) >= 1.1 * self._fitted_n
-        if refit and self._scaled_noise():  # κ from every score told, see ``noise``
-            _, self.noise_scale = fit_scaled_noise_gp(*self.state.observations(), self._hyper)
-        model = fit_single_fidelity_gp(X, y, n, self._hyper, refit=refit,
+        start = self._hyper
+        if refit and self._scaled_noise():  # κ from every score told, see ``noise``; fits
+            # from the prior (a small κ makes the fit depend on where it starts), so a
+            # resumed study fits what the uninterrupted one did
+            _, self.noise_scale = fit_scaled_noise_gp(*self.state.observations())
+            start = None
+        model = fit_single_fidelity_gp(X, y, n, start, refit=refit,
                                        noise_scale=self.noise_scale)
         if refit:
             self._hyper, self._fitted_n = hyperparameters(model), len(y)

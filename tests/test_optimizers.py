@@ -13,6 +13,7 @@ from ecotune.bench.synthetic import SyntheticEvaluator, SyntheticLandscape, synt
 from ecotune.journal import JournalError, open_journal
 from ecotune.optimizers import OPTIMIZERS, make_optimizer
 from ecotune.study_loop import run_study
+from ecotune.surrogate import NOISE_SCALES
 from ecotune.trial import NOTHING_FIT, Trial, TrialResult, TrialStatus
 
 LAND = SyntheticLandscape(120, seed=3)
@@ -562,6 +563,14 @@ def test_ecotune_noise_is_binomial_with_instance_scores_and_fitted_without(noise
     while (t := bare.ask()) is not None:
         tell(bare, t, score=_smooth(bare, t), tokens=30 * t.fidelity)
     assert bare._searching and bare._options["noise"] == noise
-    assert (bare.noise_scale < 1.0) == (noise == "auto")
+    # a deterministic score: the likelihood rises as the noise shrinks
+    assert bare.noise_scale == (min(NOISE_SCALES) if noise == "auto" else 1.0)
+    if noise == "auto":  # the same scores as prefix means of coin flips, told bare
+        rng = np.random.default_rng(0)
+        coins = _make("ecotune", budget=20_000, noise=noise)
+        while (t := coins.ask()) is not None:
+            flips = rng.random(t.fidelity) < _smooth(coins, t)
+            tell(coins, t, score=float(flips.mean()), tokens=30 * t.fidelity)
+        assert coins.noise_scale >= 0.1
     with pytest.raises(ValueError, match="noise"):
         _make("ecotune", noise="gaussian")

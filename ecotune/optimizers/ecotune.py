@@ -229,10 +229,9 @@ class EcoTuneOptimizer(Optimizer):
         X, n, y = self.per_config()
         refit = self._hyper is None or len(y) < 30 or len(y) >= 1.1 * self._fitted_n
         start = self._hyper
-        if refit and self._scaled_noise():  # κ from every score told, see ``noise``; fits
-            # from the prior (a small κ makes the fit depend on where it starts), so a
-            # resumed study fits what the uninterrupted one did
-            _, self.noise_scale = fit_scaled_noise_gp(*self.state.observations())
+        if refit and self._scaled_noise():  # κ from every score told (``noise``), fitted
+            X_all, n_all, y_all = self.state.observations()  # from the prior: resumes agree
+            _, self.noise_scale = fit_scaled_noise_gp(X_all, y_all, n_all)
             start = None
         model = fit_single_fidelity_gp(X, y, n, start, refit=refit,
                                        noise_scale=self.noise_scale)

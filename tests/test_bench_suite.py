@@ -10,7 +10,7 @@ import pytest
 
 from ecotune.bench.problems import PROBLEMS, ProblemEvaluator
 from ecotune.bench.runs import load_bench, replay_one
-from ecotune.bench.suite import mean_ci, read_runs, score_at, summarise
+from ecotune.bench.suite import mean_ci, read_runs, score_at, summarise, unranked
 from ecotune.trial import Trial, TrialStatus
 
 
@@ -78,6 +78,10 @@ def test_summary_statistics() -> None:
     assert s["max_spend_ratio"] == 1.0
     tied = summarise([dict(r, final_true=0.5, trajectory=[[5, 0.5]]) for r in runs])
     assert set(tied["ranks"]["at100"].values()) == {2.5}  # ties share the mean rank
+    # a method run on one problem only is left out of the ranks, not averaged over it
+    partial = summarise(runs + [dict(runs[0], method="z", final_true=2.0, trajectory=[[5, 2.0]])])
+    assert partial["ranks"]["at100"] == s["ranks"]["at100"]
+    assert unranked(partial["problems"]) == {"z": 1} and unranked(s["problems"]) == {}
 
 
 def test_headline_counts_target_cells_token_ratios_and_pairs() -> None:

@@ -189,19 +189,32 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _ranks(table: dict[str, Any], keep: Any) -> dict[str, dict[str, float]]:
     """Average rank over problems (1 = best; ties share the mean of their ranks) at each
-    budget fraction, among the methods ``keep`` admits."""
+    budget fraction, among the methods ``keep`` admits that ran on every problem: a method
+    seen on some problems only would be averaged over other problems than the rest, and
+    would push the others down on its problems alone (:func:`unranked` names them)."""
+    everywhere = set.intersection(*(set(rows) for rows in table.values())) if table else set()
     ranks: dict[str, dict[str, float]] = {}
     for f in FRACTIONS:
         key = f"at{int(f * 100)}"
         acc: dict[str, list[float]] = {}
         for rows in table.values():
-            ms = [m for m in rows if keep(m) and not math.isnan(rows[m][key][0])]
+            ms = [m for m in rows
+                  if m in everywhere and keep(m) and not math.isnan(rows[m][key][0])]
             order = sorted(ms, key=lambda m: -rows[m][key][0])
             for m in ms:
                 tied = [j for j, o in enumerate(order) if rows[o][key][0] == rows[m][key][0]]
                 acc.setdefault(m, []).append(1 + float(np.mean(tied)))
         ranks[key] = {m: float(np.mean(v)) for m, v in acc.items()}
     return ranks
+
+
+def unranked(table: dict[str, Any]) -> dict[str, int]:
+    """Methods left out of the average ranks, with the number of problems they ran on."""
+    counts: dict[str, int] = {}
+    for rows in table.values():
+        for m in rows:
+            counts[m] = counts.get(m, 0) + 1
+    return {m: k for m, k in sorted(counts.items()) if k < len(table)}
 
 
 def write_report(out: Path) -> Path:
@@ -228,6 +241,9 @@ def write_report(out: Path) -> Path:
             L.append(f"| {m} | " + " | ".join(f"{ranks[k].get(m, float('nan')):.2f}"
                                              for k in ("at25", "at50", "at100")) + " |")
         L.append("")
+    if left := unranked(s["problems"]):
+        L += [f"Not ranked (not run on all {len(s['problems'])} problems): "
+              + ", ".join(f"`{m}` ({k})" for m, k in left.items()) + ".", ""]
     L.pop()
     checks = surrogate_checks(out, [p for p in s["problems"] if p.startswith("surrogate-")])
     if checks:

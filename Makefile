@@ -72,8 +72,8 @@ bench-tables: install
 	for t in arithmetic gsm8k_calc; do $(VENV)/bin/ecotune bench collect --task $$t --n-configs 256 --instances 200 --repeats 3 --out benchmarks/tables/$$t-256x200.jsonl.gz || exit 1; done
 
 # The whole issue-#11 suite (problems x methods x 30 seeds; resumable), its report and the
-# tables of docs/benchmarks.md. mfkg (10-30 s per ask on two cores; one Branin run takes
-# over 15 minutes) is recorded on the eight LLM problems only, where the budget of two full
+# tables of docs/benchmarks.md. mfkg (2-7 s per ask at 50 observations on two cores, a few
+# hundred asks per run: one Branin run takes over 15 minutes) is recorded on the eight LLM problems only, where the budget of two full
 # evaluations ends within its initial design: make bench-suite-mfkg.
 SUITE_OPTIMIZERS ?= ecotune,ecotune+level2,ecotune+binomial,ecotune+narrow,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
 bench-suite: install

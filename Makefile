@@ -73,8 +73,9 @@ bench-tables: install
 
 # The whole issue-#11 suite (problems x methods x 30 seeds; resumable), its report and the
 # tables of docs/benchmarks.md. mfkg (2-7 s per ask at 50 observations on two cores, a few
-# hundred asks per run: one Branin run takes over 15 minutes) is recorded on the eight LLM problems only, where the budget of two full
-# evaluations ends within its initial design: make bench-suite-mfkg.
+# hundred asks per run: one Branin run takes over 15 minutes) is recorded on the eight LLM
+# problems only, whose budget of two full evaluations ends a run within a few asks:
+# make bench-suite-mfkg.
 SUITE_OPTIMIZERS ?= ecotune,ecotune+level2,ecotune+binomial,ecotune+narrow,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
 bench-suite: install
 	$(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite --optimizers $(SUITE_OPTIMIZERS) --docs docs/benchmarks.md

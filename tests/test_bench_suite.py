@@ -82,6 +82,10 @@ def test_summary_statistics() -> None:
     partial = summarise(runs + [dict(runs[0], method="z", final_true=2.0, trajectory=[[5, 2.0]])])
     assert partial["ranks"]["at100"] == s["ranks"]["at100"]
     assert unranked(partial["problems"]) == {"z": 1} and unranked(s["problems"]) == {}
+    # and so is one run on every problem but with fewer seeds than the rest on one
+    more = [dict(r, seed=1) for r in runs if r["method"] != "y" or r["problem"] == "a"]
+    few = summarise(runs + more)
+    assert unranked(few["problems"]) == {"y": 1} and "y" not in few["ranks"]["at100"]
 
 
 def test_headline_counts_target_cells_token_ratios_and_pairs() -> None:

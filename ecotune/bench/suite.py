@@ -189,10 +189,12 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _ranks(table: dict[str, Any], keep: Any) -> dict[str, dict[str, float]]:
     """Average rank over problems (1 = best; ties share the mean of their ranks) at each
-    budget fraction, among the methods ``keep`` admits that ran on every problem: a method
-    seen on some problems only would be averaged over other problems than the rest, and
-    would push the others down on its problems alone (:func:`unranked` names them)."""
-    everywhere = set.intersection(*(set(rows) for rows in table.values())) if table else set()
+    budget fraction, among the methods ``keep`` admits that ran every seed of every problem:
+    a method seen on some problems only would be averaged over other problems than the
+    rest and push the others down on its problems alone, and one seen on a few seeds of a
+    problem would be ranked by a noisier mean (:func:`unranked` names them)."""
+    left = unranked(table)
+    everywhere = {m for rows in table.values() for m in rows if m not in left}
     ranks: dict[str, dict[str, float]] = {}
     for f in FRACTIONS:
         key = f"at{int(f * 100)}"
@@ -209,11 +211,13 @@ def _ranks(table: dict[str, Any], keep: Any) -> dict[str, dict[str, float]]:
 
 
 def unranked(table: dict[str, Any]) -> dict[str, int]:
-    """Methods left out of the average ranks, with the number of problems they ran on."""
+    """Methods left out of the average ranks, with the number of problems on which they ran
+    as many seeds as the most-run method there."""
     counts: dict[str, int] = {}
     for rows in table.values():
+        full = max(r["seeds"] for r in rows.values())
         for m in rows:
-            counts[m] = counts.get(m, 0) + 1
+            counts[m] = counts.get(m, 0) + (rows[m]["seeds"] == full)
     return {m: k for m, k in sorted(counts.items()) if k < len(table)}
 
 
@@ -242,7 +246,7 @@ def write_report(out: Path) -> Path:
                                              for k in ("at25", "at50", "at100")) + " |")
         L.append("")
     if left := unranked(s["problems"]):
-        L += [f"Not ranked (not run on all {len(s['problems'])} problems): "
+        L += [f"Not ranked (not run with every seed on all {len(s['problems'])} problems): "
               + ", ".join(f"`{m}` ({k})" for m, k in left.items()) + ".", ""]
     L.pop()
     checks = surrogate_checks(out, [p for p in s["problems"] if p.startswith("surrogate-")])

@@ -34,7 +34,8 @@ def trial_events(records: Iterable[Mapping[str, Any]], r_max: int | None = None
     """Finished trials (an ``ask`` with its ``tell``) in tell order, with running totals.
 
     Tokens accumulate in tell order (the order they were spent); ``best_score`` follows
-    :func:`ecotune.tracking.report.running_best` (the incumbent of :mod:`ecotune.best`). Tell records that carry ``cumulative_tokens``/``best_score`` win.
+    :func:`ecotune.tracking.report.running_best` (the incumbent of :mod:`ecotune.best`).
+    Tell records that carry ``cumulative_tokens``/``best_score`` win.
     """
     recs = list(records)
     asks = {int(r["trial"]["id"]): r["trial"] for r in recs if r.get("type") == "ask"}
@@ -45,6 +46,7 @@ def trial_events(records: Iterable[Mapping[str, Any]], r_max: int | None = None
         res = TrialResult.from_dict(t["result"])
         rows.append({"id": trial["id"], "fidelity": trial["fidelity"], "status": str(res.status),
                      "score": res.score, "tokens": res.tokens, "n_evaluated": res.n_evaluated,
+                     "instance_ids": res.instance_ids, "instance_scores": res.instance_scores,
                      "cumulative_tokens": t.get("cumulative_tokens"),
                      "best_score": t.get("best_score"), "_trial": trial, "_result": res})
     running_best(rows, r_max)

@@ -2,7 +2,8 @@
 
 A *trial row* is a flat dict: ``id, fidelity, token_limit, status, score, tokens,
 prompt_tokens, completion_tokens, wall_time_s, cumulative_tokens, best_score`` plus
-``config.<name>`` per setting. :func:`trial_rows` accepts what the runner hands over
+``config.<name>`` per setting, and ``instance_ids``/``instance_scores`` (lists, for
+:mod:`ecotune.best`; not CSV columns). :func:`trial_rows` accepts what the runner hands over
 (``{"trial": Trial.to_dict(), "result": TrialResult.to_dict()}`` pairs, or rows that are
 already flat) and fills in the running totals when missing.
 """
@@ -25,6 +26,8 @@ _RESULT_KEYS = ("status", "score", "tokens", "prompt_tokens", "completion_tokens
 BASE_COLUMNS = ["id", "fidelity", "token_limit", "status", "score", "tokens", "prompt_tokens",
                 "completion_tokens", "unsettled_tokens", "reused_tokens", "n_evaluated",
                 "wall_time_s", "cumulative_tokens", "best_score", "error"]
+#: per-instance lists a row carries for :mod:`ecotune.best`, left out of the CSV
+INSTANCE_KEYS = ("instance_ids", "instance_scores")
 
 
 def _flat_row(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -35,7 +38,7 @@ def _flat_row(item: Mapping[str, Any]) -> dict[str, Any]:
         "fidelity": trial.get("fidelity"),
         "token_limit": trial.get("token_limit"),
     }
-    for k in _RESULT_KEYS:
+    for k in (*_RESULT_KEYS, *INSTANCE_KEYS):
         row[k] = result.get(k)
     if row["tokens"] is None and row["prompt_tokens"] is not None:
         row["tokens"] = int(row["prompt_tokens"]) + int(row["completion_tokens"] or 0)
@@ -89,12 +92,12 @@ def trial_rows(trials: Iterable[Mapping[str, Any]], fidelity: int | None = None
 
 def trials_csv(rows: list[dict[str, Any]]) -> str:
     """The trials table as CSV text: base columns, then ``config.*`` columns sorted."""
-    extra = sorted({k for r in rows for k in r} - set(BASE_COLUMNS))
+    extra = sorted({k for r in rows for k in r} - set(BASE_COLUMNS) - set(INSTANCE_KEYS))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=BASE_COLUMNS + extra, extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        w.writerow({k: ("" if v is None else v) for k, v in r.items() if k not in INSTANCE_KEYS})
     return buf.getvalue()
 
 

@@ -317,6 +317,29 @@ def test_syne_tune_peers_climb_its_rungs_paying_only_new_instances(name):
     assert climbs >= 2 and opt.tokens_used <= 40_000
 
 
+@pytest.mark.parametrize("name", ["bohb", "asha"])
+def test_syne_tune_peers_are_reproducible_and_leave_the_global_rng_alone(name):
+    """Syne Tune draws a new trial's bracket from NumPy's global RNG: one seed gave two
+    different runs in one process. Each scheduler now has a global RNG of its own."""
+    from ecotune.bench.collect import sobol_configs
+    from ecotune.bench.replay import ReplayEvaluator, Table
+
+    table = Table.from_landscape(LAND, SPACE, sobol_configs(SPACE, 30, seed=2), 40)
+
+    def run(disturb: int) -> list[tuple[dict, int]]:
+        np.random.seed(disturb)  # the caller's global RNG at another place each time
+        opt, ev, asked = _make(name, budget=20_000), ReplayEvaluator(table), []
+        while (t := opt.ask()) is not None:
+            before = np.random.get_state()[1].copy()
+            asked.append((t.config, t.fidelity))
+            opt.tell(t, ev.evaluate(t))
+            assert (np.random.get_state()[1] == before).all()  # given back untouched
+        return asked
+
+    first = run(0)
+    assert len(first) > 5 and run(12345) == first
+
+
 def test_ecotune_init_share_spends_that_share_of_the_budget_on_the_initial_design(tmp_path):
     """With ``init_share`` the Sobol design goes on past ``n_init`` until that share of the
     budget is spent, then the search starts and the design never resumes; a resumed study

@@ -9,13 +9,22 @@ only for the new instances (for these peers as for EcoTune). Syne Tune's space h
 conditions: it sees every setting; what EcoTune sends is the canonical config.
 
 Replays rebuild the scheduler by asking it again in the same order (its RNG is seeded) and
-telling it the recorded results, so a resumed study continues the same run.
+telling it the recorded results, so a resumed study continues the same run. Syne Tune's
+successive halving draws each new trial's bracket from NumPy's *global* RNG
+(``np.random.choice`` in ``ASHA.on_trial_add``), which its ``random_seed`` does not reach:
+two runs with one seed differed, and a replay could diverge. Every call into the scheduler
+therefore runs on a global RNG of its own, seeded by the study's seed, and the caller's
+global RNG is put back after it (:func:`own_global_rng`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
 
 from ecotune.optimizers.base import Optimizer, Proposal
 from ecotune.space import CategoricalParam, FloatParam, SearchSpace
@@ -39,6 +48,19 @@ def syne_tune_space(space: SearchSpace) -> dict[str, Any]:
     return out
 
 
+@contextmanager
+def own_global_rng(state: dict[str, Any]) -> Iterator[None]:
+    """Run the body on NumPy's global RNG set to ``state["rng"]``; afterwards keep where it
+    got to in ``state`` and give the caller's global RNG back."""
+    saved = np.random.get_state()
+    np.random.set_state(state["rng"])
+    try:
+        yield
+    finally:
+        state["rng"] = np.random.get_state()
+        np.random.set_state(saved)
+
+
 class SyneTuneOptimizer(Optimizer):
     """A Syne Tune multi-fidelity scheduler (``bohb`` or ``asha``) behind ask/tell.
 
@@ -59,9 +81,11 @@ class SyneTuneOptimizer(Optimizer):
                               "pip install 'ecotune[bench]'") from e
         self._rf = int(reduction_factor)
         cls = getattr(baselines, self.scheduler_name)
-        self.scheduler = cls(syne_tune_space(self.space), metric=METRIC, do_minimize=False,
+        self._rng = {"rng": np.random.RandomState(self.seed).get_state()}
+        with own_global_rng(self._rng):
+            self.scheduler = cls(syne_tune_space(self.space), metric=METRIC, do_minimize=False,
                              time_attr=RESOURCE, max_t=self.r_max, grace_period=self.r_min,
-                             reduction_factor=self._rf, random_seed=self.seed)
+                                 reduction_factor=self._rf, random_seed=self.seed)
         rungs = [m for m, _ in self.scheduler.brackets[0].rungs if m < self.r_max]
         self.rungs = sorted(int(round(m)) for m in rungs) + [self.r_max]
         self._st: dict[int, Any] = {}            # syne trial id -> syne Trial
@@ -73,13 +97,15 @@ class SyneTuneOptimizer(Optimizer):
     def _new_trial(self) -> tuple[int, dict[str, Any]] | None:
         from syne_tune.backend.trial_status import Trial as StTrial
 
-        sug = self.scheduler.suggest()
+        with own_global_rng(self._rng):
+            sug = self.scheduler.suggest()
         if sug is None or sug.config is None:
             return None
         sid = len(self._st)
         self._st[sid] = StTrial(trial_id=sid, config=dict(sug.config),
                                 creation_time=dt.datetime(2000, 1, 1))
-        self.scheduler.on_trial_add(self._st[sid])
+        with own_global_rng(self._rng):
+            self.scheduler.on_trial_add(self._st[sid])
         return sid, dict(sug.config)
 
     def _propose(self) -> Proposal | None:
@@ -116,10 +142,12 @@ class SyneTuneOptimizer(Optimizer):
         sid, rung = self._where.pop(trial.id)
         st = self._st[sid]
         if result.score is None or result.status == TrialStatus.FAILED:
-            self.scheduler.on_trial_error(st)
+            with own_global_rng(self._rng):
+                self.scheduler.on_trial_error(st)
             return
-        decision = self.scheduler.on_trial_result(
-            st, {METRIC: float(result.score), RESOURCE: self.rungs[rung]})
+        with own_global_rng(self._rng):
+            decision = self.scheduler.on_trial_result(
+                st, {METRIC: float(result.score), RESOURCE: self.rungs[rung]})
         if rung + 1 < len(self.rungs) and decision == SchedulerDecision.CONTINUE:
             self._next.append((sid, rung + 1))
 

@@ -73,16 +73,17 @@ bench-tables: install
 
 # The whole issue-#11 suite (problems x methods x 30 seeds; resumable), its report and the
 # tables of docs/benchmarks.md. mfkg (2-7 s per ask at 50 observations on two cores, a few
-# hundred asks per run: one Branin run takes over 15 minutes) is recorded on the eight LLM
-# problems only, whose budget of two full evaluations ends a run within a few asks:
-# make bench-suite-mfkg.
+# hundred asks per run: one mf2 Currin run took 980 s for 239 trials) is recorded on the
+# eight LLM problems, whose budget of two full evaluations ends a run within a few asks:
+# make bench-suite-mfkg. PYTHONHASHSEED=0: SMAC3's local search orders its start points by
+# Python's string hashes (ecotune/optimizers/smac_bohb.py), so its runs repeat only under one.
 SUITE_OPTIMIZERS ?= ecotune,ecotune+level2,ecotune+binomial,ecotune+narrow,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
 bench-suite: install
-	$(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite --optimizers $(SUITE_OPTIMIZERS) --docs docs/benchmarks.md
+	PYTHONHASHSEED=0 $(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite --optimizers $(SUITE_OPTIMIZERS) --docs docs/benchmarks.md
 
 LLM_TABLES = $(wildcard benchmarks/*.jsonl.gz benchmarks/tables/*.jsonl.gz)
 bench-suite-mfkg: install
-	$(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite --optimizers mfkg --docs docs/benchmarks.md \
+	PYTHONHASHSEED=0 $(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite --optimizers mfkg --docs docs/benchmarks.md \
 	  --problems "$$(echo $(LLM_TABLES) $(addprefix surrogate:,$(LLM_TABLES)) | tr ' ' ',')"
 
 BENCH_OPTIMIZERS ?= ecotune,ecotune+paper,ecotune+noprune,random,qmc,botorch,cmaes,bohb,asha,tpe_hyperband,gp,tpe,eipu,mfkg,helm

@@ -28,6 +28,7 @@ import gzip
 import json
 import logging
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,9 @@ def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = Non
     path = out / RUNS
     done = {(r["problem"], r["method"], r["seed"]) for r in read_runs(path, repair=True)}
     names = problems or suite_problems(smoke)
+    if "smac_bohb" in methods and os.environ.get("PYTHONHASHSEED") != "0":
+        log.warning("smac_bohb's runs follow Python's string hashes (ecotune.optimizers."
+                    "smac_bohb): the recorded ones were run with PYTHONHASHSEED=0")
     benches = {n: load_bench(n, held_out=True) for n in names}
     for seed in range(seeds):  # seeds outermost: a cut-short suite still covers every cell
         for n in names:

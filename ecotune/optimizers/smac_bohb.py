@@ -13,7 +13,11 @@ configurations it asked; a different one cannot be told in their place).
 
 SMAC writes its run history under a temporary folder per study, removed with the optimizer.
 Replays rebuild SMAC by asking it again in the same order (its RNG is seeded) and telling it
-the recorded results, so a resumed study continues the same run.
+the recorded results, so a resumed study continues the same run. SMAC3 2.4's local search
+collects its start points in a ``set`` of configurations (``LocalSearch._get_initial_points``),
+whose order follows Python's string hashes: one seed gives one run only under one
+``PYTHONHASHSEED``. The benchmark records under ``PYTHONHASHSEED=0`` (the Makefile), and a
+resume under another hash seed stops with a clear error rather than continue another run.
 """
 
 from __future__ import annotations
@@ -80,7 +84,9 @@ class SMACBOHBOptimizer(Optimizer):
         if info is None:  # replay: ask SMAC again, in the same order
             info = self.smac.ask()
             if dict(info.config) != meta["smac_config"] or float(info.budget) != meta["budget"]:
-                raise RuntimeError("SMAC replay diverged from the journal")
+                raise RuntimeError(
+                    "SMAC replay diverged from the journal (SMAC3's choices follow Python's "
+                    "string hashes: resume with the PYTHONHASHSEED the study ran with)")
         self._infos[trial.id] = info
 
     def _on_tell(self, trial: Trial, result: TrialResult) -> None:

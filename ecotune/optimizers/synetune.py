@@ -9,10 +9,10 @@ only for the new instances (for these peers as for EcoTune). Syne Tune's space h
 conditions: it sees every setting; what EcoTune sends is the canonical config.
 
 Replays rebuild the scheduler by asking it again in the same order (its RNG is seeded) and
-telling it the recorded results, so a resumed study continues the same run. Syne Tune's
-successive halving draws each new trial's bracket from NumPy's *global* RNG
-(``np.random.choice`` in ``ASHA.on_trial_add``), which its ``random_seed`` does not reach:
-two runs with one seed differed, and a replay could diverge. Every call into the scheduler
+telling it the recorded results, so a resumed study continues the same run. Syne Tune 0.16
+draws from NumPy's *global* RNG where its ``random_seed`` does not reach (the bracket draw
+of ``ASHA.on_trial_add``; ``Domain.sample()`` called without a ``random_state``): two runs
+with one seed differed (Branin, ASHA: 58 vs 61 trials), and a replay could diverge. Every call into the scheduler
 therefore runs on a global RNG of its own, seeded by the study's seed, and the caller's
 global RNG is put back after it (:func:`own_global_rng`).
 """

@@ -241,3 +241,40 @@ def test_a_run_torn_by_a_kill_is_skipped_and_repaired(tmp_path: Path) -> None:
     with gzip.open(path, "at") as f:
         f.write(json.dumps({"seed": 4}) + "\n")
     assert [r["seed"] for r in read_runs(path)] == [0, 1, 2, 4]
+
+
+def test_rows_of_an_older_suite_version_are_reported_run_again_and_replaced(tmp_path: Path
+                                                                             ) -> None:
+    """A change that alters what a run records raises the suite's version: older rows are
+    named in the report and run again by the next ``bench suite``; rows the new version
+    cannot change (no instance scores, a seeded method) are stamped, not re-run."""
+    from ecotune.bench.cli import main
+    from ecotune.bench.collect import rewrite_jsonl_gz
+    from ecotune.bench.suite_versions import SUITE_VERSION, stale
+
+    out = tmp_path / "suite"
+    args = ["suite", "--smoke", "--seeds", "2", "--out", str(out),
+            "--optimizers", "random,bohb"]
+    assert main(args) == 0
+    path = out / "runs.jsonl.gz"
+    rows = read_runs(path)
+    assert len(rows) == 8 and {r["version"] for r in rows} == {SUITE_VERSION}
+    for r in rows:  # as version 1 recorded them: no version field, another final score
+        if (r["problem"], r["method"]) != ("noisy-branin", "bohb"):
+            del r["version"]
+            r["final_true"] = -1.0
+    rewrite_jsonl_gz(path, rows)
+    assert stale(rows) == {("branin", "bohb"): 2, ("branin", "random"): 2,
+                           ("noisy-branin", "random"): 2}
+    assert main(["suite", "--report-only", "--out", str(out)]) == 0
+    assert "**4 of 8 runs are of an older suite version**" in (out / "report.md").read_text()
+    assert main(args) == 0
+    again = read_runs(path)
+    assert len(again) == 8 and not stale(again)  # compacted: one row a key
+    final = {(r["problem"], r["method"], r["seed"]): r["final_true"] for r in again}
+    # branin × random: no instance scores, seeded: stamped, kept as recorded
+    assert final["branin", "random", 0] == final["branin", "random", 1] == -1.0
+    # bohb (its old randomness was not the seed's) and noisy-branin (instance scores): re-run
+    assert all(final[p, m, s] != -1.0 for p, m in [("branin", "bohb"), ("noisy-branin", "random")]
+               for s in (0, 1)), final
+    assert "older suite version" not in (out / "report.md").read_text()

@@ -20,6 +20,8 @@ The protocol is fixed here, before any result (issue #11):
 Runs are appended to ``<out>/runs.jsonl.gz`` (one gzip member per run, so a kill loses at
 most the run being written) as they finish and skipped when present, so the
 suite resumes where it stopped; ``--report-only`` rebuilds the report from what is there.
+A row recorded by an older suite version is run again and replaced
+(:mod:`ecotune.bench.suite_versions`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 
 from ecotune.bench.problems import ALPHA, BETA, PROBLEMS
 from ecotune.bench.runs import load_bench, replay_one, tokens_to_target
+from ecotune.bench.suite_versions import SUITE_VERSION, key, latest, stale, stamp, version
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,8 @@ def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = Non
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RUNS
-    done = {(r["problem"], r["method"], r["seed"]) for r in read_runs(path, repair=True)}
+    compact(path)
+    done = {key(r) for r in latest(read_runs(path)) if version(r) == SUITE_VERSION}
     names = problems or suite_problems(smoke)
     if "smac_bohb" in methods and os.environ.get("PYTHONHASHSEED") != "0":
         log.warning("smac_bohb's runs follow Python's string hashes (ecotune.optimizers."
@@ -113,12 +117,25 @@ def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = Non
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     r = replay_one(b, m, seed, budget, restrict=b.table is not None)
-                r.update(problem=b.name, oracle=b.oracle, kind=_kind(n))
+                r.update(problem=b.name, oracle=b.oracle, kind=_kind(n), version=SUITE_VERSION)
                 r["trajectory"] = [[int(t), float(s)] for t, s in r["trajectory"]]
                 with gzip.open(path, "at") as f:
                     f.write(json.dumps(r, default=str) + "\n")
                 log.info("%s %s seed %d: %.3f", b.name, m, seed, r["final_true"])
+    compact(path)
     return write_report(out)
+
+
+def compact(path: Path) -> None:
+    """Rewrite the runs file without torn or replaced rows, stamping the old rows the
+    current version cannot change (:mod:`ecotune.bench.suite_versions`); a no-op when
+    there is nothing to drop or stamp."""
+    from ecotune.bench.collect import rewrite_jsonl_gz
+
+    rows = read_runs(path, repair=True)
+    newest = latest(rows)
+    if stamp(newest) or len(newest) < len(rows):
+        rewrite_jsonl_gz(path, newest)
 
 
 def _kind(name: str) -> str:
@@ -230,14 +247,15 @@ def write_report(out: Path) -> Path:
     ``summary.json`` and one regret plot per problem."""
     from ecotune.bench.headline import headline
 
-    runs = read_runs(out / RUNS)
+    runs = latest(read_runs(out / RUNS))
+    stamp(runs)  # in memory: the rows the current version records identically
     s = summarise(runs)
     (out / "summary.json").write_text(json.dumps(s, indent=1, default=str))
     L = ["# EcoTune benchmark suite", "",
          f"{len(runs)} runs. Scores are the incumbent's true full-fidelity score; mean ± "
          "95% t-interval over seeds, at 25 / 50 / 100% of each problem's budget. "
          f"Largest spend/budget over all runs: {s['max_spend_ratio']:.3f}; trials over "
-         f"their token limit: {s['over_limit_trials']}.", "",
+         f"their token limit: {s['over_limit_trials']}.", "", *_stale_line(runs),
          "Tokens to a target: median over seeds of the tokens after which the incumbent "
          "stays at or above the target (`never`: the median run does not get there).", "",
          *headline(runs, s), "",
@@ -280,6 +298,17 @@ def write_report(out: Path) -> Path:
     md = out / "report.md"
     md.write_text("\n".join(L) + "\n")
     return md
+
+
+def _stale_line(runs: list[dict[str, Any]]) -> list[str]:
+    """The report's word on rows recorded by an older suite version (none: nothing)."""
+    old = stale(runs)
+    if not old:
+        return []
+    cells = ", ".join(f"{p} × `{m}` ({n})" for (p, m), n in sorted(old.items()))
+    return [f"**{sum(old.values())} of {len(runs)} runs are of an older suite version** "
+            f"(`ecotune/bench/suite_versions.py`; `make bench-suite` re-runs them): "
+            f"{cells}.", ""]
 
 
 def surrogate_checks(out: Path, problems: list[str]) -> dict[str, dict[str, Any]]:

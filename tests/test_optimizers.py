@@ -343,6 +343,27 @@ def test_syne_tune_peers_are_reproducible_and_leave_the_global_rng_alone(name):
     assert len(first) > 20 and run(12345) == first
 
 
+def test_mfkg_does_not_depend_on_torch_global_rng():
+    """One-shot KG's fantasies and restarts come from torch's global RNG; an mfkg run must
+    ask the same whatever ran before it, and leave that RNG as it found it."""
+    import torch
+
+    def run(disturb: int) -> list[tuple[dict, int]]:
+        torch.manual_seed(disturb)
+        opt, ev, asked = _make("mfkg", max_trials=7), SyntheticEvaluator(LAND), []
+        while True:
+            before = torch.random.get_rng_state()
+            if (t := opt.ask()) is None:
+                break
+            assert torch.equal(torch.random.get_rng_state(), before)
+            asked.append((t.config, t.fidelity))
+            opt.tell(t, ev.evaluate(t))
+        return asked
+
+    first = run(0)
+    assert len(first) == 7 and run(777) == first
+
+
 def test_ecotune_init_share_spends_that_share_of_the_budget_on_the_initial_design(tmp_path):
     """With ``init_share`` the Sobol design goes on past ``n_init`` until that share of the
     budget is spent, then the search starts and the design never resumes; a resumed study

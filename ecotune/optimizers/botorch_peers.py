@@ -104,6 +104,14 @@ class MFKGOptimizer(_Peer):
         self._options.update(num_fantasies=num_fantasies)
 
     def _propose(self) -> Proposal | None:
+        """One-shot KG draws its fantasies and restarts from torch's global RNG: each ask
+        runs on a fork of it seeded by (seed, ask number), so a run does not depend on what
+        ran before it in the process (it did: one seed, two runs) and a resume asks alike."""
+        with torch.random.fork_rng():
+            torch.manual_seed(int(self.seed) * 1_000_003 + self.state.n_asked)
+            return self._propose_seeded()
+
+    def _propose_seeded(self) -> Proposal | None:
         from botorch.acquisition import PosteriorMean
         from botorch.acquisition.cost_aware import InverseCostWeightedUtility
         from botorch.acquisition.fixed_feature import FixedFeatureAcquisitionFunction

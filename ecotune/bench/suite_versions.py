@@ -11,7 +11,9 @@ Versions (a row without ``version`` is version 1):
 
 1. up to 2026-12-03: :mod:`ecotune.best` took the best score among the trials that
    measured the most instances; Syne Tune's ``bohb``/``asha`` drew from NumPy's global RNG
-   (one seed, different runs); ``smac_bohb`` followed the interpreter's hash seed.
+   (one seed, different runs); ``smac_bohb`` followed the interpreter's hash seed;
+   ``mfkg`` drew from torch's global RNG; some ``dehb`` rows and the peers' rows on the
+   noisy-prefix problems came from earlier code and no longer repeat.
 2. :mod:`ecotune.best` lets a trial measured on fewer instances replace the champion when
    it wins on their shared instances (one-sided sign test); Syne Tune runs on an RNG of its
    own; ``mfkg`` runs each ask on a fork of torch's RNG seeded by (seed, ask number),
@@ -30,7 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 SUITE_VERSION = 2
-#: methods whose version-1 runs cannot be repeated (their randomness was not the seed's)
+#: methods whose version-1 runs today's code does not repeat on the function problems
 UNSEEDED_V1 = frozenset({"bohb", "asha", "smac_bohb", "dehb", "mfkg"})
 #: problem kinds whose trials report no per-instance scores
 NO_INSTANCE_SCORES = frozenset({"biased"})

@@ -12,9 +12,9 @@ Replays rebuild the scheduler by asking it again in the same order (its RNG is s
 telling it the recorded results, so a resumed study continues the same run. Syne Tune 0.16
 draws from NumPy's *global* RNG where its ``random_seed`` does not reach (the bracket draw
 of ``ASHA.on_trial_add``; ``Domain.sample()`` called without a ``random_state``): two runs
-with one seed differed (Branin, ASHA: 58 vs 61 trials), and a replay could diverge. Every call into the scheduler
-therefore runs on a global RNG of its own, seeded by the study's seed, and the caller's
-global RNG is put back after it (:func:`own_global_rng`).
+with one seed differed (Branin, ASHA: 58 vs 61 trials), and a replay could diverge. Every
+call into the scheduler therefore runs on a global RNG of its own, seeded by the study's
+seed, and the caller's global RNG is put back after it (:func:`own_global_rng`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class SyneTuneOptimizer(Optimizer):
         self._rng = {"rng": np.random.RandomState(self.seed).get_state()}
         with own_global_rng(self._rng):
             self.scheduler = cls(syne_tune_space(self.space), metric=METRIC, do_minimize=False,
-                             time_attr=RESOURCE, max_t=self.r_max, grace_period=self.r_min,
+                                 time_attr=RESOURCE, max_t=self.r_max, grace_period=self.r_min,
                                  reduction_factor=self._rf, random_seed=self.seed)
         rungs = [m for m, _ in self.scheduler.brackets[0].rungs if m < self.r_max]
         self.rungs = sorted(int(round(m)) for m in rungs) + [self.r_max]

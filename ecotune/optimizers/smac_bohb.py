@@ -14,9 +14,11 @@ configurations it asked; a different one cannot be told in their place).
 SMAC writes its run history under a temporary folder per study, removed with the optimizer.
 Replays rebuild SMAC by asking it again in the same order (its RNG is seeded) and telling it
 the recorded results, so a resumed study continues the same run. SMAC3 2.4's local search
-collects its start points in a ``set`` of configurations (``LocalSearch._get_initial_points``),
-whose order follows Python's string hashes: one seed gives one run only under one
-``PYTHONHASHSEED``. The benchmark records under ``PYTHONHASHSEED=0`` (the Makefile), and a
+collects its start points in a ``set`` of configurations
+(``LocalSearch._get_init_points_from_previous_configs``; the set came with SMAC3's
+"Simplify local search code", PR #1244, while the docstring there still describes an
+order-kept de-duplication), whose order follows Python's string hashes: one seed gives one
+run only under one ``PYTHONHASHSEED``. EcoTune runs SMAC as shipped rather than patch it. The benchmark records under ``PYTHONHASHSEED=0`` (the Makefile), and a
 resume under another hash seed stops with a clear error rather than continue another run.
 """
 

@@ -78,12 +78,14 @@ bench-tables: install
 # make bench-suite-mfkg. PYTHONHASHSEED=0: SMAC3's local search orders its start points by
 # Python's string hashes (ecotune/optimizers/smac_bohb.py), so its runs repeat only under one.
 SUITE_OPTIMIZERS ?= ecotune,ecotune+level2,ecotune+binomial,ecotune+narrow,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
+# SUITE_WORKERS processes of one thread each (ecotune/bench/suite_workers.py)
+SUITE_WORKERS ?= 2
 bench-suite: install
-	PYTHONHASHSEED=0 $(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite --optimizers $(SUITE_OPTIMIZERS) --docs docs/benchmarks.md
+	PYTHONHASHSEED=0 $(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite --optimizers $(SUITE_OPTIMIZERS) --workers $(SUITE_WORKERS) --docs docs/benchmarks.md
 
 LLM_TABLES = $(wildcard benchmarks/*.jsonl.gz benchmarks/tables/*.jsonl.gz)
 bench-suite-mfkg: install
-	PYTHONHASHSEED=0 $(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite --optimizers mfkg --docs docs/benchmarks.md \
+	PYTHONHASHSEED=0 $(VENV)/bin/ecotune bench suite --seeds 30 --out benchmarks/suite --optimizers mfkg --workers $(SUITE_WORKERS) --docs docs/benchmarks.md \
 	  --problems "$$(echo $(LLM_TABLES) $(addprefix surrogate:,$(LLM_TABLES)) | tr ' ' ',')"
 
 BENCH_OPTIMIZERS ?= ecotune,ecotune+paper,ecotune+noprune,random,qmc,botorch,cmaes,bohb,asha,tpe_hyperband,gp,tpe,eipu,mfkg,helm

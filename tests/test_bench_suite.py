@@ -278,3 +278,22 @@ def test_rows_of_an_older_suite_version_are_reported_run_again_and_replaced(tmp_
     assert all(final[p, m, s] != -1.0 for p, m in [("branin", "bohb"), ("noisy-branin", "random")]
                for s in (0, 1)), final
     assert "older suite version" not in (out / "report.md").read_text()
+
+
+def test_suite_workers_record_what_one_process_records(tmp_path: Path) -> None:
+    """``--workers 2`` (spawned processes of one thread each) records the runs one process
+    records, whatever order they finish in; a bad count is refused."""
+    from ecotune.bench.cli import main
+
+    args = ["suite", "--smoke", "--seeds", "2", "--optimizers", "ecotune,random,bohb"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--workers", "2", "--out", str(tmp_path / "two")]) == 0
+
+    def rows(folder: str) -> list[str]:
+        return sorted(json.dumps({k: v for k, v in r.items() if k != "wall_s"}, sort_keys=True)
+                      for r in read_runs(tmp_path / folder / "runs.jsonl.gz"))
+
+    assert len(rows("one")) == 2 * 2 * 3 and rows("one") == rows("two")
+    assert (tmp_path / "one" / "report.md").read_text() == (tmp_path / "two" / "report.md").read_text()
+    assert main([*args, "--workers", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

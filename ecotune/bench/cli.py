@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--out", default="benchmarks/suite", help="folder: runs.jsonl.gz, report.md")
     u.add_argument("--seeds", type=int, default=30)
     u.add_argument("--problems", default=None, help="comma list (default: the whole suite)")
+    u.add_argument("--workers", type=int, default=1,
+                   help="processes of one thread each (ecotune.bench.suite_workers)")
     u.add_argument("--optimizers", default=None, help="comma list (default: every method)")
     u.add_argument("--smoke", action="store_true", help="2 problems, cheap methods (CI)")
     u.add_argument("--report-only", action="store_true", help="rebuild the report, run nothing")
@@ -125,9 +127,9 @@ def _suite(args: argparse.Namespace) -> int:
     from ecotune.bench.runs import EXPERIMENTS
 
     bad = [m for m in methods if (m not in OPTIMIZERS and m not in EXPERIMENTS) or m == "helm"]
-    if bad or args.seeds < 1:
+    if bad or args.seeds < 1 or args.workers < 1:
         print(f"ecotune bench suite: unknown optimizers {bad}" if bad else
-              "ecotune bench suite: --seeds must be >= 1", file=sys.stderr)
+              "ecotune bench suite: --seeds and --workers must be >= 1", file=sys.stderr)
         return 2
     try:
         if args.report_only:
@@ -135,7 +137,7 @@ def _suite(args: argparse.Namespace) -> int:
         else:
             probs = args.problems.split(",") if args.problems else None
             md = run_suite(args.out, seeds=args.seeds, problems=probs, methods=methods,
-                           smoke=args.smoke)
+                           smoke=args.smoke, workers=args.workers)
         if args.docs:
             splice_docs(md, Path(args.docs))
     except (ValueError, OSError) as e:

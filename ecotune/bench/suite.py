@@ -19,7 +19,8 @@ The protocol is fixed here, before any result (issue #11):
 
 Runs are appended to ``<out>/runs.jsonl.gz`` (one gzip member per run, so a kill loses at
 most the run being written) as they finish and skipped when present, so the
-suite resumes where it stopped; ``--report-only`` rebuilds the report from what is there.
+suite resumes where it stopped; ``--report-only`` rebuilds the report from what is there;
+``--workers N`` runs them in N processes of one thread each (:mod:`ecotune.bench.suite_workers`).
 A row recorded by an older suite version is run again and replaced
 (:mod:`ecotune.bench.suite_versions`).
 """
@@ -38,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from ecotune.bench.problems import ALPHA, BETA, PROBLEMS
-from ecotune.bench.runs import load_bench, replay_one, tokens_to_target
+from ecotune.bench.runs import load_bench, tokens_to_target
 from ecotune.bench.suite_versions import SUITE_VERSION, key, latest, stale, stamp, version
+from ecotune.bench.suite_workers import run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,12 @@ def collected(path: str | Path) -> bool:
 
 
 def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = None,
-              methods: tuple[str, ...] | list[str] = METHODS, smoke: bool = False) -> Path:
-    """Run what is missing, then write the report; returns its path."""
+              methods: tuple[str, ...] | list[str] = METHODS, smoke: bool = False,
+              workers: int = 1) -> Path:
+    """Run what is missing (in ``workers`` processes: :mod:`ecotune.bench.suite_workers`),
+    then write the report; returns its path."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, not {workers}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RUNS
@@ -107,21 +113,13 @@ def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = Non
         log.warning("smac_bohb's runs follow Python's string hashes (ecotune.optimizers."
                     "smac_bohb): the recorded ones were run with PYTHONHASHSEED=0")
     benches = {n: load_bench(n, held_out=True) for n in names}
-    for seed in range(seeds):  # seeds outermost: a cut-short suite still covers every cell
-        for n in names:
-            b = benches[n]
-            budget = problem_budget(n, b, 0.25 if smoke else 1.0)
-            for m in methods:
-                if (b.name, m, seed) in done:
-                    continue
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    r = replay_one(b, m, seed, budget, restrict=b.table is not None)
-                r.update(problem=b.name, oracle=b.oracle, kind=_kind(n), version=SUITE_VERSION)
-                r["trajectory"] = [[int(t), float(s)] for t, s in r["trajectory"]]
-                with gzip.open(path, "at") as f:
-                    f.write(json.dumps(r, default=str) + "\n")
-                log.info("%s %s seed %d: %.3f", b.name, m, seed, r["final_true"])
+    jobs = [(n, m, seed, problem_budget(n, benches[n], 0.25 if smoke else 1.0), _kind(n))
+            for seed in range(seeds)  # seeds outermost: a cut-short suite still covers every cell
+            for n in names for m in methods if (benches[n].name, m, seed) not in done]
+    for r in run_jobs(jobs, workers, benches):
+        with gzip.open(path, "at") as f:
+            f.write(json.dumps(r, default=str) + "\n")
+        log.info("%s %s seed %d: %.3f", r["problem"], r["method"], r["seed"], r["final_true"])
     compact(path)
     return write_report(out)
 

@@ -1,0 +1,85 @@
+"""Run the suite's missing runs, in this process or in worker processes of one thread each.
+
+A suite run is a job ``(problem, method, seed, budget, kind)``; :func:`run_jobs` yields
+each job's finished row (the fields :func:`ecotune.bench.runs.replay_one` records, plus
+``problem``, ``oracle``, ``kind`` and the suite ``version``) for the caller to append.
+
+With ``workers > 1`` the jobs go to a pool of spawned processes and rows come back in the
+order they finish. Each worker runs with one BLAS/OpenMP thread: on this project's
+two-core machine, two processes of two torch threads each ran EcoTune's runs about three
+times slower than their serial times (noisy Hartmann: 1.7–12.4 s a run against 1.0–1.5 s
+with one thread), while four runs re-run with one thread repeated their two-thread
+trajectories exactly (docs/benchmarks.md). The thread count is set in the workers'
+environment when they start, before they import NumPy or torch; this process's own
+settings are not touched. A worker loads each problem once and keeps it, and inherits this
+process's environment, ``PYTHONHASHSEED`` included (``smac_bohb`` follows it).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ecotune.bench.suite_versions import SUITE_VERSION
+
+#: (problem name as the suite loads it, method, seed, token budget, problem kind)
+Job = tuple[str, str, int, int, str]
+#: the thread-count variables of OpenMP, MKL, OpenBLAS and Apple's Accelerate
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS")
+
+_benches: dict[str, Any] = {}  # a worker's loaded problems
+
+
+def run_job(job: Job, benches: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One run of the suite, as the row it records."""
+    from ecotune.bench.runs import load_bench, replay_one
+
+    name, method, seed, budget, kind = job
+    cache = _benches if benches is None else benches
+    if name not in cache:
+        cache[name] = load_bench(name, held_out=True)
+    bench = cache[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        row = replay_one(bench, method, seed, budget, restrict=bench.table is not None)
+    row.update(problem=bench.name, oracle=bench.oracle, kind=kind, version=SUITE_VERSION)
+    row["trajectory"] = [[int(t), float(s)] for t, s in row["trajectory"]]
+    return row
+
+
+def run_jobs(jobs: Iterable[Job], workers: int = 1,
+             benches: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Each job's row as it finishes: in order here (``benches``: problems already loaded),
+    or in whatever order ``workers`` spawned processes finish them."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, not {workers}")
+    jobs = list(jobs)
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield run_job(job, benches)
+        return
+    with _one_thread_for_children():
+        pool = mp.get_context("spawn").Pool(min(workers, len(jobs)))  # starts them now
+    with pool:
+        yield from pool.imap_unordered(run_job, jobs)
+
+
+@contextmanager
+def _one_thread_for_children() -> Iterator[None]:
+    """The thread variables set to 1 while worker processes are spawned (they copy this
+    process's environment), then restored."""
+    saved = {v: os.environ.get(v) for v in THREAD_VARS}
+    os.environ.update({v: "1" for v in THREAD_VARS})
+    try:
+        yield
+    finally:
+        for v, old in saved.items():
+            if old is None:
+                os.environ.pop(v, None)
+            else:
+                os.environ[v] = old

@@ -10,8 +10,8 @@ two-core machine, two processes of two torch threads each ran EcoTune's runs abo
 times slower than their serial times (noisy Hartmann: 1.7–12.4 s a run against 1.0–1.5 s
 with one thread), while four runs re-run with one thread repeated their two-thread
 trajectories exactly (docs/benchmarks.md). The thread count is set in the workers'
-environment when they start, before they import NumPy or torch; this process's own
-settings are not touched. A worker loads each problem once and keeps it, and inherits this
+environment when they start, before they import NumPy or torch; this process's
+environment is restored once they have started. A worker loads each problem once and keeps it, and inherits this
 process's environment, ``PYTHONHASHSEED`` included (``smac_bohb`` follows it).
 """
 

@@ -21,8 +21,8 @@ import multiprocessing as mp
 import os
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 from ecotune.bench.suite_versions import SUITE_VERSION
 
@@ -63,23 +63,8 @@ def run_jobs(jobs: Iterable[Job], workers: int = 1,
         for job in jobs:
             yield run_job(job, benches)
         return
-    with _one_thread_for_children():
-        pool = mp.get_context("spawn").Pool(min(workers, len(jobs)))  # starts them now
+    # the workers copy this environment when they start (now); it is restored after
+    with mock.patch.dict(os.environ, {v: "1" for v in THREAD_VARS}):
+        pool = mp.get_context("spawn").Pool(min(workers, len(jobs)))
     with pool:
         yield from pool.imap_unordered(run_job, jobs)
-
-
-@contextmanager
-def _one_thread_for_children() -> Iterator[None]:
-    """The thread variables set to 1 while worker processes are spawned (they copy this
-    process's environment), then restored."""
-    saved = {v: os.environ.get(v) for v in THREAD_VARS}
-    os.environ.update({v: "1" for v in THREAD_VARS})
-    try:
-        yield
-    finally:
-        for v, old in saved.items():
-            if old is None:
-                os.environ.pop(v, None)
-            else:
-                os.environ[v] = old

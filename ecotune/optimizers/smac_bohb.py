@@ -18,8 +18,9 @@ collects its start points in a ``set`` of configurations
 (``LocalSearch._get_init_points_from_previous_configs``; the set came with SMAC3's
 "Simplify local search code", PR #1244, while the docstring there still describes an
 order-kept de-duplication), whose order follows Python's string hashes: one seed gives one
-run only under one ``PYTHONHASHSEED``. EcoTune runs SMAC as shipped rather than patch it. The benchmark records under ``PYTHONHASHSEED=0`` (the Makefile), and a
-resume under another hash seed stops with a clear error rather than continue another run.
+run only under one ``PYTHONHASHSEED``. EcoTune runs SMAC as shipped rather than patch it.
+The benchmark records under ``PYTHONHASHSEED=0`` (the Makefile), and a resume under
+another hash seed stops with a clear error rather than continue another run.
 """
 
 from __future__ import annotations

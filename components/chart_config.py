@@ -31,6 +31,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ecotune.config import ECOTUNE_ONLY, EcoTuneSettings, StudyConfigError, validate_study_config
+
 
 class ChartConfigError(ValueError):
     """The study config is not a valid version 1 chart config; the message names the field."""
@@ -51,8 +53,9 @@ class SecretRef(_Closed):
     key: str | None = None
 
 
-class ChartStudy(_Closed):
-    """The ``study:`` block: what the optimizer is built from (see ``ecotune.config``)."""
+class ChartStudy(_Closed, EcoTuneSettings):
+    """The ``study:`` block: what the optimizer is built from (see ``ecotune.config``); the
+    EcoTune-only settings are the library's :class:`~ecotune.config.EcoTuneSettings`."""
 
     name: str = Field(min_length=1)
     #: the model as the engine serves it (and the registry records)
@@ -63,17 +66,6 @@ class ChartStudy(_Closed):
     budget_tokens: int = Field(gt=0)
     r_min: int = Field(ge=1)
     r_max: int = Field(ge=1)
-    #: EcoTune-only settings (tau, acquisition, early_stopping, completion_cost,
-    #: screen_value, init_share, init_fidelity, warm_start)
-    #: are not passed to the other optimizers: the chart's defaults apply to every study,
-    #: whatever its optimizer
-    tau: float | None = Field(None, ge=0)
-    acquisition: Literal["lookahead", "paper"] | None = None
-    early_stopping: bool | None = None
-    completion_cost: bool | None = None
-    screen_value: Literal["finish", "lookahead"] | None = None
-    init_share: float | None = Field(None, ge=0, lt=1)
-    init_fidelity: int | None = Field(None, ge=1)
     eta0: float = Field(0.1, gt=0)
     lam: float = Field(0.1, ge=0, alias="lambda")
     seed: int = 0
@@ -263,14 +255,13 @@ class ChartConfig(_Closed):
         Raises:
             ValueError: the study block breaks a rule of the library's config.
         """
-        from ecotune.config import StudyConfigError, validate_study_config
-
         s = self.study
         data = s.model_dump(by_alias=True, exclude={"model", "prompt_tokens_hint"},
                             exclude_none=True)
         if s.optimizer != "ecotune":
-            for k in ("tau", "acquisition", "early_stopping", "completion_cost",
-                      "screen_value", "init_share", "init_fidelity", "warm_start"):
+            # EcoTune's own settings: the chart's defaults apply to every study, whatever
+            # its optimizer, and another optimizer refuses them
+            for k in (*ECOTUNE_ONLY, "warm_start"):
                 data.pop(k, None)
         data["engine"] = self.engine_spec(self.engine.base_url)
         if journal_uri:

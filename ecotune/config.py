@@ -158,18 +158,16 @@ class WarmStartConfig(BaseModel):
         return self
 
 
-class StudyConfig(BaseModel):
-    """One tuning study (see the module docstring for an example)."""
+class EcoTuneSettings(BaseModel):
+    """The settings only EcoTune's own optimizer takes (``None``: its default).
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    A study config and the chart's study block (``components.chart_config``) both take them,
+    from this one declaration; another optimizer refuses them (:class:`StudyConfig`), and
+    the chart drops them for one (its defaults apply to every study).
+    """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    #: a task name, or ``{name: ..., <that task's own options>}`` (see ecotune.tasks)
-    task: TaskConfig
-    engine: EngineSpec = Field(default_factory=LocalEngine)
-    search_space: dict[str, Any] | None = None
-    fixed: dict[str, Any] = Field(default_factory=dict)
-    budget_tokens: int = Field(gt=0)
+    model_config = ConfigDict(extra="forbid")
+
     tau: float | None = Field(None, ge=0)
     #: EcoTune's acquisition: ``lookahead`` (default) or ``paper`` (see ecotune.acquisition)
     acquisition: Literal["lookahead", "paper"] | None = None
@@ -184,6 +182,24 @@ class StudyConfig(BaseModel):
     init_share: float | None = Field(None, ge=0, lt=1)
     #: instances each config of EcoTune's initial design is scored on (in [r_min, r_max])
     init_fidelity: int | None = Field(None, ge=1)
+
+
+#: the keys of :class:`EcoTuneSettings`
+ECOTUNE_ONLY = tuple(EcoTuneSettings.model_fields)
+
+
+class StudyConfig(EcoTuneSettings):
+    """One tuning study (see the module docstring for an example)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    #: a task name, or ``{name: ..., <that task's own options>}`` (see ecotune.tasks)
+    task: TaskConfig
+    engine: EngineSpec = Field(default_factory=LocalEngine)
+    search_space: dict[str, Any] | None = None
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    budget_tokens: int = Field(gt=0)
     eta0: float = Field(0.1, gt=0)
     lam: float = Field(0.1, ge=0, alias="lambda")
     r_min: int = Field(5, ge=1)
@@ -254,8 +270,7 @@ class StudyConfig(BaseModel):
             both = sorted(set(space.names) & set(self.fixed))
             if both:
                 raise ValueError(f"{both} both searched and fixed; keep each in one place")
-        for k in ("tau", "acquisition", "early_stopping", "completion_cost", "screen_value",
-                  "init_share", "init_fidelity", "warm_start"):
+        for k in (*ECOTUNE_ONLY, "warm_start"):
             if getattr(self, k) is not None and self.optimizer != "ecotune":
                 raise ValueError(f"{k} applies only to optimizer 'ecotune'")
         if self.warm_start is not None and self.warm_start.journal == self.journal_uri:

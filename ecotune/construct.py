@@ -36,18 +36,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ecotune.config import StudyConfig
+from ecotune.config import ECOTUNE_ONLY, StudyConfig
 from ecotune.optimizers import make_optimizer
 from ecotune.optimizers.base import Optimizer
 from ecotune.space import SearchSpace, default_llm_space, helm_default
 from ecotune.tasks.base import Task
 
 log = logging.getLogger(__name__)
-
-#: StudyConfig keys that only EcoTune's own optimizer takes
-ECOTUNE_ONLY = ("tau", "acquisition", "early_stopping", "completion_cost", "screen_value",
-                "init_share", "init_fidelity")
-
 
 def default_space(task: Task) -> SearchSpace:
     """:func:`default_llm_space` sized for the task: ``max_tokens`` around the task default,

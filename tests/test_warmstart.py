@@ -216,3 +216,27 @@ def test_bench_warmstart_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["warmstart", "--seeds", "0"])
     assert e.value.code == 2
+
+
+def test_the_final_trial_can_confirm_a_prior_champion():
+    """A champion measured on r_max by the earlier study only is measured again here (the
+    study's answer counts only its own trials), rather than losing to a worse config."""
+    space = SearchSpace.from_dict(SPACE)
+    champion = {"temperature": 0.3, "top_p": 0.8, "max_tokens": 32}
+    others = [{"temperature": t, "top_p": 0.4, "max_tokens": 8} for t in (0.1, 0.7, 1.2)]
+    prior = {"source": "earlier", "matched": True, "configs": [], "observations": [
+        {"config": c, "n": 16, "score": s, "prompt_tokens": 16 * 20, "completion_tokens": 16 * 10}
+        for c, s in [(champion, 0.9)] + [(c, 0.1) for c in others]]}
+    opt = make_optimizer("ecotune", space=space, budget_tokens=6000, r_min=4, r_max=16,
+                         seed=0, warm_start=prior)
+    key = tuple(space.encode(champion))
+
+    def result(trial) -> TrialResult:
+        s = 0.9 if np.allclose(space.encode(trial.config), key) else 0.1
+        return TrialResult.for_trial(trial, score=s, tokens=min(trial.token_limit, 30 * trial.fidelity),
+                                     n_evaluated=trial.fidelity)
+
+    while (t := opt.ask()) is not None:
+        opt.tell(t, result(t))
+    config, score = opt.best()
+    assert score == 0.9 and np.allclose(space.encode(config), key)

@@ -9,14 +9,13 @@ r_max, so the study always ends with a configuration measured at r_max. Two acqu
 * ``lookahead`` (default): one GP over configs, each config's prefix mean at its largest r
   as an unbiased observation with binomial noise p(1 − p)/r; EI of the posterior mean after
   Δ more instances (``screen_value="finish"``: the improvement they buy once the configs
-  whose screen comes out above the incumbent are finished), per token of those Δ
-  instances plus, below r_max, the tokens that
-  finishing the config would take times the chance the screen comes out above the
-  incumbent (``completion_cost``; promotion keeps what was measured);
-  the scale-free fidelity rule with τ as a ratio (default 0.5). Losing trials are stopped
-  early (``prune_below`` = the incumbent's lower bound, :mod:`ecotune.pruning`). Scores
-  told without per-instance scores (no spread to know the noise from) get the binomial
-  noise times a κ chosen by marginal likelihood (``noise``).
+  whose screen comes out above the incumbent are finished), per token of those Δ instances
+  plus, below r_max, the tokens that finishing the config would take times the chance the
+  screen comes out above the incumbent (``completion_cost``; promotion keeps what was
+  measured); the scale-free fidelity rule with τ as a ratio (default 0.5). Losing trials are
+  stopped early (``prune_below`` = the incumbent's lower bound, :mod:`ecotune.pruning`).
+  Scores told without per-instance scores (no spread to know the noise from) get the
+  binomial noise times a κ chosen by marginal likelihood (``noise``).
 * ``paper``: the paper's multi-fidelity GP, eq. 3 and eq. 4 with an absolute τ on EI per
   1,000 tokens at r_max (default 0.002).
 """
@@ -322,10 +321,12 @@ class EcoTuneOptimizer(Optimizer):
     def _final_choice(self, model, X: np.ndarray, n: np.ndarray, f_star: float,
                       predict) -> Proposal | None:
         """Eq. 8: when the budget affords at most one more full trial, it goes to the
-        observed config (not yet at r_max) with the best predicted full score."""
+        observed config not yet at r_max in this study (a warm start's prior champion too:
+        the answer counts this study's trials only) with the best predicted full score."""
         if self._final_done:
             return None
-        fresh = [i for i, k in enumerate(n) if k < self.r_max]
+        here = self._measured_counts(X)
+        fresh = [i for i, k in enumerate(n) if k < self.r_max or here[i] < self.r_max]
         pool = X[fresh] if fresh else X
         mu_p, _ = predict(pool)
         final_x = pool[int(np.argmax(mu_p))]

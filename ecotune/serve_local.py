@@ -85,7 +85,7 @@ def prepare_model(dest: str | os.PathLike[str] | None = None) -> Path:
             if json.loads(marker.read_text()).get("gguf_sha256") == digest:
                 return dest_dir
         except (json.JSONDecodeError, OSError):
-            pass
+            pass  # an unreadable marker: convert again, which rewrites it
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch

@@ -58,7 +58,7 @@ class _LoopThread:
                 try:
                     settle.result(timeout=10)
                 except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
-                    pass
+                    pass  # settling is best effort: the exception in flight is what counts
             raise
 
     def stop(self) -> None:

@@ -314,5 +314,5 @@ def _error_text(r: httpx.Response) -> str:
                 err = err.get("message", err)
             return str(err)[:500]
     except (json.JSONDecodeError, ValueError):
-        pass
+        pass  # not a JSON error body (a proxy's HTML page, say): its text is the message
     return r.text[:500]

@@ -297,3 +297,46 @@ def test_suite_workers_record_what_one_process_records(tmp_path: Path) -> None:
     assert (tmp_path / "one" / "report.md").read_text() == (tmp_path / "two" / "report.md").read_text()
     assert main([*args, "--workers", "0", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_failing_run_is_named_and_the_others_are_recorded(tmp_path: Path, monkeypatch,
+                                                            capsys, caplog) -> None:
+    """A run that raises stops no other: the rest are recorded and reported, the command
+    names the failed runs and exits 1, and a second call runs only those."""
+    from ecotune.bench import suite_workers
+    from ecotune.bench.cli import main
+
+    real = suite_workers.run_job
+
+    def flaky(job, benches=None):
+        if job[1] == "random" and job[2] == 1:
+            raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+        return real(job, benches)
+
+    monkeypatch.setattr(suite_workers, "run_job", flaky)
+    args = ["suite", "--smoke", "--seeds", "2", "--optimizers", "random,ecotune",
+            "--out", str(tmp_path)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "2 run(s) failed: branin random seed 1: RuntimeError: probability tensor" in err
+    assert "noisy-branin random seed 1: RuntimeError" in err
+    assert "noisy-branin random seed 1 failed:\nTraceback" in caplog.text  # the log has it all
+    assert len(read_runs(tmp_path / "runs.jsonl.gz")) == 2 * 2 * 2 - 2
+    assert (tmp_path / "report.md").exists()
+    monkeypatch.setattr(suite_workers, "run_job", real)
+    assert main(args) == 0
+    runs = read_runs(tmp_path / "runs.jsonl.gz")
+    assert sorted((r["problem"], r["method"], r["seed"]) for r in runs if r["method"] == "random") \
+        == [("branin", "random", 0), ("branin", "random", 1),
+            ("noisy-branin", "random", 0), ("noisy-branin", "random", 1)]
+
+
+def test_worker_processes_report_a_failed_run_after_the_others() -> None:
+    from ecotune.bench.suite_workers import RunsFailed, run_jobs
+
+    jobs = [("branin", "no-such-method", 0, 2000, "biased"), ("branin", "random", 0, 2000, "biased")]
+    rows = []
+    with pytest.raises(RunsFailed, match="branin no-such-method seed 0: ") as e:
+        for r in run_jobs(jobs, workers=2):
+            rows.append(r)
+    assert [r["method"] for r in rows] == ["random"] and len(e.value.failed) == 1

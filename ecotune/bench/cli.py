@@ -120,6 +120,7 @@ def _suite(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ecotune.bench.suite import METHODS, run_suite, splice_docs, write_report
+    from ecotune.bench.suite_workers import RunsFailed
 
     smoke_methods = ("ecotune", "random", "bohb", "smac_bohb")
     methods = ([m.strip() for m in args.optimizers.split(",") if m.strip()] if args.optimizers
@@ -140,6 +141,10 @@ def _suite(args: argparse.Namespace) -> int:
                            smoke=args.smoke, workers=args.workers)
         if args.docs:
             splice_docs(md, Path(args.docs))
+    except RunsFailed as e:  # the other runs are recorded and in the report; docs untouched
+        print(f"ecotune bench suite: {e} (tracebacks above; the other runs are recorded, "
+              f"report written to {Path(args.out) / 'report.md'})", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as e:
         print(f"ecotune bench suite: {e}", file=sys.stderr)
         return 2

@@ -18,11 +18,11 @@ The protocol is fixed here, before any result (issue #11):
   anytime regret curves; the largest spend/budget of any run.
 
 Runs are appended to ``<out>/runs.jsonl.gz`` (one gzip member per run, so a kill loses at
-most the run being written) as they finish and skipped when present, so the
-suite resumes where it stopped; ``--report-only`` rebuilds the report from what is there;
-``--workers N`` runs them in N processes of one thread each (:mod:`ecotune.bench.suite_workers`).
-A row recorded by an older suite version is run again and replaced
-(:mod:`ecotune.bench.suite_versions`).
+most the run being written) as they finish and skipped when present, so the suite resumes
+where it stopped; ``--report-only`` rebuilds the report from what is there; ``--workers N``
+runs them in N processes of one thread each (:mod:`ecotune.bench.suite_workers`, which
+names failed runs once the rest are done). A row of an older suite version is run again
+and replaced (:mod:`ecotune.bench.suite_versions`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import numpy as np
 from ecotune.bench.problems import ALPHA, BETA, PROBLEMS
 from ecotune.bench.runs import load_bench, tokens_to_target
 from ecotune.bench.suite_versions import SUITE_VERSION, key, latest, stale, stamp, version
-from ecotune.bench.suite_workers import run_jobs
+from ecotune.bench.suite_workers import RunsFailed, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,7 @@ SURROGATES = "surrogates.json"
 
 
 def problem_budget(name: str, bench: Any, scale: float = 1.0) -> int:
-    """The pre-registered budget of a problem (see the module docstring), times ``scale``
-    (the CI smoke run uses a quarter)."""
+    """A problem's pre-registered budget (module docstring) times ``scale`` (CI smoke: ¼)."""
     return int(scale * _budget(name, bench))
 
 
@@ -78,8 +77,8 @@ def _budget(name: str, bench: Any) -> int:
 
 
 def suite_problems(smoke: bool = False) -> list[str]:
-    """Every problem name (tables by path; a table still being collected is left out:
-    its configs would change under the recorded runs), or the CI smoke subset."""
+    """Every problem (tables by path, but those still being collected: their configs would
+    change under the recorded runs), or the CI smoke subset."""
     if smoke:
         return ["branin", "noisy-branin"]
     tables = sorted(str(p) for p in [*TABLES_DIR.glob("*.jsonl.gz"),
@@ -116,10 +115,15 @@ def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = Non
     jobs = [(n, m, seed, problem_budget(n, benches[n], 0.25 if smoke else 1.0), _kind(n))
             for seed in range(seeds)  # seeds outermost: a cut-short suite still covers every cell
             for n in names for m in methods if (benches[n].name, m, seed) not in done]
-    for r in run_jobs(jobs, workers, benches):
-        with gzip.open(path, "at") as f:
-            f.write(json.dumps(r, default=str) + "\n")
-        log.info("%s %s seed %d: %.3f", r["problem"], r["method"], r["seed"], r["final_true"])
+    try:
+        for r in run_jobs(jobs, workers, benches):
+            with gzip.open(path, "at") as f:
+                f.write(json.dumps(r, default=str) + "\n")
+            log.info("%s %s seed %d: %.3f", r["problem"], r["method"], r["seed"], r["final_true"])
+    except RunsFailed:
+        compact(path)
+        write_report(out)  # of the runs that did not fail (all recorded)
+        raise
     compact(path)
     return write_report(out)
 
@@ -310,9 +314,8 @@ def _stale_line(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def surrogate_checks(out: Path, problems: list[str]) -> dict[str, dict[str, Any]]:
-    """:func:`ecotune.bench.surrogate_table.cross_validate` of every surrogate problem's
-    table (``surrogate-<table>``), cached in ``<out>/surrogates.json`` while the table file
-    keeps its size."""
+    """:func:`ecotune.bench.surrogate_table.cross_validate` of every surrogate problem's table
+    (``surrogate-<table>``), cached in ``<out>/surrogates.json`` while the file keeps its size."""
     from ecotune.bench.replay import Table
     from ecotune.bench.surrogate_table import cross_validate
 

@@ -10,7 +10,8 @@ import pytest
 
 from ecotune.bench.problems import PROBLEMS, ProblemEvaluator
 from ecotune.bench.runs import load_bench, replay_one
-from ecotune.bench.suite import mean_ci, read_runs, score_at, summarise, unranked
+from ecotune.bench.suite import mean_ci, read_runs, summarise, unranked
+from ecotune.bench.suite_plots import score_at
 from ecotune.trial import Trial, TrialStatus
 
 
@@ -86,6 +87,12 @@ def test_summary_statistics() -> None:
     more = [dict(r, seed=1) for r in runs if r["method"] != "y" or r["problem"] == "a"]
     few = summarise(runs + more)
     assert unranked(few["problems"]) == {"y": 1} and "y" not in few["ranks"]["at100"]
+    # asks a peer's Sobol design answered when its acquisition broke down: per method, in all
+    # and in how many runs (rows without the field: none)
+    xs = [r for r in runs if r["method"] == "x"]
+    fell = [dict(r, fallbacks=k) for r, k in zip(xs, (3, 0), strict=True)]
+    assert summarise(runs)["fallbacks"] == {}
+    assert summarise(fell + [r for r in runs if r["method"] != "x"])["fallbacks"] == {"x": [3, 1]}
 
 
 def test_headline_counts_target_cells_token_ratios_and_pairs() -> None:

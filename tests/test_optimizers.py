@@ -364,6 +364,44 @@ def test_mfkg_does_not_depend_on_torch_global_rng():
     assert len(first) == 7 and run(777) == first
 
 
+def test_mfkg_falls_back_to_its_sobol_design_when_kg_breaks_down(tmp_path, monkeypatch, caplog):
+    """A numerical breakdown of one-shot KG (seen: NotPSDError, NaN acquisition values on
+    Branin) gives the next Sobol config, logged, counted and journalled (a resume counts it
+    again); any other error is raised."""
+    import botorch.optim
+    from linear_operator.utils.errors import NotPSDError
+
+    journal = str(tmp_path / "j.jsonl")
+    opt, ev = _make("mfkg", journal=journal, max_trials=6, n_init=2), SyntheticEvaluator(LAND)
+    real = botorch.optim.optimize_acqf
+
+    def broken(acqf, *args, **kwargs):
+        if type(acqf).__name__ == "qMultiFidelityKnowledgeGradient":
+            raise NotPSDError("Matrix not positive definite after repeatedly adding jitter")
+        return real(acqf, *args, **kwargs)
+
+    phases = []
+    while (t := opt.ask()) is not None:
+        phases.append(opt.state.journal.records()[-1]["meta"]["phase"])
+        opt.tell(t, ev.evaluate(t))
+        if len(phases) == 3:
+            monkeypatch.setattr(botorch.optim, "optimize_acqf", broken)
+    assert phases[:2] == ["init", "init"] and "bo" in phases[2:3]
+    assert phases[3:] == ["fallback"] * 3 and opt.fallbacks == 3
+    assert "the knowledge gradient failed (Matrix not positive definite" in caplog.text
+    assert _make("mfkg", journal=journal, max_trials=6, n_init=2).fallbacks == 3
+
+    def wrong(acqf, *args, **kwargs):
+        raise RuntimeError("The size of tensor a (3) must match the size of tensor b (4)")
+
+    monkeypatch.setattr(botorch.optim, "optimize_acqf", wrong)
+    opt = _make("mfkg", max_trials=6, n_init=2)
+    with pytest.raises(RuntimeError, match="must match"):
+        for _ in range(3):
+            t = opt.ask()
+            opt.tell(t, ev.evaluate(t))
+
+
 def test_ecotune_init_share_spends_that_share_of_the_budget_on_the_initial_design(tmp_path):
     """With ``init_share`` the Sobol design goes on past ``n_init`` until that share of the
     budget is spent, then the search starts and the design never resumes; a resumed study

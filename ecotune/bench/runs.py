@@ -151,6 +151,8 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
            "trajectory": traj, "over_limit": int(over_limit),
            "failed": sum(r.status == TrialStatus.FAILED for r in opt.state.results.values()),
            "wall_s": time.monotonic() - t0}
+    if hasattr(opt, "fallbacks"):  # mfkg: asks its Sobol design answered (KG broke down)
+        out["fallbacks"] = int(opt.fallbacks)
     if isinstance(ev, ReplayEvaluator):
         out["distinct_configs"] = len(set(ev.hits))
         out["mean_map_dist"] = float(np.mean(ev.dists)) if ev.dists else float("nan")

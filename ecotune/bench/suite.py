@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ import numpy as np
 
 from ecotune.bench.problems import ALPHA, BETA, PROBLEMS
 from ecotune.bench.runs import load_bench, tokens_to_target
+from ecotune.bench.suite_plots import plot_regret, score_at, slug
 from ecotune.bench.suite_versions import SUITE_VERSION, key, latest, stale, stamp, version
 from ecotune.bench.suite_workers import RunsFailed, run_jobs
 
@@ -162,16 +162,6 @@ def read_runs(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     return runs
 
 
-def score_at(run: dict[str, Any], tokens: float) -> float:
-    """The incumbent's true score once ``tokens`` were spent (nan before the first)."""
-    s = float("nan")
-    for t, v in run["trajectory"]:
-        if t > tokens:
-            break
-        s = v
-    return s
-
-
 def mean_ci(x: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% t-interval (nan entries count as missing)."""
     from scipy.stats import t as student
@@ -207,7 +197,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"problems": table, "ranks": _ranks(table, lambda m: True),
             "field_ranks": _ranks(table, lambda m: m == "ecotune" or "+" not in m),
             "max_spend_ratio": spend,
-            "over_limit_trials": int(sum(r.get("over_limit", 0) for r in runs))}
+            "over_limit_trials": int(sum(r.get("over_limit", 0) for r in runs)),
+            "fallbacks": {m: [sum(r.get("fallbacks", 0) for r in runs if r["method"] == m),
+                              sum(r.get("fallbacks", 0) > 0 for r in runs if r["method"] == m)]
+                          for m in sorted({r["method"] for r in runs if "fallbacks" in r})}}
 
 
 def _ranks(table: dict[str, Any], keep: Any) -> dict[str, dict[str, float]]:
@@ -258,6 +251,9 @@ def write_report(out: Path) -> Path:
          "95% t-interval over seeds, at 25 / 50 / 100% of each problem's budget. "
          f"Largest spend/budget over all runs: {s['max_spend_ratio']:.3f}; trials over "
          f"their token limit: {s['over_limit_trials']}.", "", *_stale_line(runs),
+         *[x for m, (n, k) in s["fallbacks"].items() if n for x in (
+             f"`{m}`: {n} asks answered by its Sobol design where its acquisition broke "
+             f"down numerically, in {k} runs.", "")],
          "Tokens to a target: median over seeds of the tokens after which the incumbent "
          "stays at or above the target (`never`: the median run does not get there).", "",
          *headline(runs, s), "",
@@ -295,8 +291,8 @@ def write_report(out: Path) -> Path:
             theirs = eco["tokens_to"].get(m, float("nan")) if eco else float("nan")
             L.append(f"| {m} | {v['seeds']} | " + " | ".join(cells) +
                      f" | {_tok(mine)} | {_tok(theirs)} |")
-        _plot(out, p, [r for r in runs if r["problem"] == p])
-        L += ["", f"![regret]({_slug(p)}.png)"]
+        plot_regret(out, p, [r for r in runs if r["problem"] == p])
+        L += ["", f"![regret]({slug(p)}.png)"]
     md = out / "report.md"
     md.write_text("\n".join(L) + "\n")
     return md
@@ -370,30 +366,3 @@ def _ci(v: tuple[float, float]) -> str:
 
 def _tok(x: float) -> str:
     return "never" if math.isinf(x) else "n/a" if math.isnan(x) else f"{x:,.0f}"
-
-
-def _slug(p: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in p)
-
-
-def _plot(out: Path, problem: str, runs: list[dict[str, Any]]) -> None:
-    """Mean simple regret (optimum − incumbent's true score) against tokens, per method."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.5, 4))
-    ax = fig.subplots()
-    budget = max(r["budget"] for r in runs)
-    grid = np.linspace(0, budget, 101)
-    for m in sorted({r["method"] for r in runs}):
-        curves = np.array([[r["oracle"] - score_at(r, g) for g in grid]
-                           for r in runs if r["method"] == m])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ax.plot(grid, np.nanmean(curves, axis=0), label=m, lw=2 if m == "ecotune" else 1)
-    ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("simple regret (true score)")
-    ax.set_title(problem)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / f"{_slug(problem)}.png", dpi=90)

@@ -23,6 +23,7 @@ journal), rather than end the study.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -203,6 +204,5 @@ class MFKGOptimizer(_Peer):
 
 def _numerical(e: Exception) -> bool:
     """A numerical breakdown of the GP or its acquisition, not a bug in how it is called."""
-    text = str(e)
-    return isinstance(e, NotPSDError) or any(
-        k in text for k in ("positive definite", "probability tensor contains", "nan", "NaN"))
+    return isinstance(e, NotPSDError) or re.search(
+        r"positive definite|probability tensor contains|\bnan\b", str(e), re.IGNORECASE) is not None

@@ -72,10 +72,10 @@ bench-tables: install
 	for t in arithmetic gsm8k_calc; do $(VENV)/bin/ecotune bench collect --task $$t --n-configs 256 --instances 200 --repeats 3 --out benchmarks/tables/$$t-256x200.jsonl.gz || exit 1; done
 
 # The whole issue-#11 suite (problems x methods x 30 seeds; resumable), its report and the
-# tables of docs/benchmarks.md. mfkg (2-7 s per ask at 50 observations on two cores, a few
-# hundred asks per run: one mf2 Currin run took 980 s for 239 trials) is recorded on the
-# eight LLM problems, whose budget of two full evaluations ends a run within a few asks:
-# make bench-suite-mfkg. PYTHONHASHSEED=0: SMAC3's local search orders its start points by
+# tables of docs/benchmarks.md. mfkg (2-7 s per ask at 50 observations, a few hundred asks
+# per run: 13-16 minutes of one core on mf2 Currin, Branin, Hartmann; over an hour on
+# Borehole) is recorded on the eight LLM problems, whose budget of two full evaluations ends
+# a run within a few asks: make bench-suite-mfkg. PYTHONHASHSEED=0: SMAC3's local search orders its start points by
 # Python's string hashes (ecotune/optimizers/smac_bohb.py), so its runs repeat only under one.
 SUITE_OPTIMIZERS ?= ecotune,ecotune+level2,ecotune+binomial,ecotune+narrow,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
 # SUITE_WORKERS processes of one thread each (ecotune/bench/suite_workers.py)

@@ -253,7 +253,7 @@ def write_report(out: Path) -> Path:
          f"their token limit: {s['over_limit_trials']}.", "", *_stale_line(runs),
          *[x for m, (n, k) in s["fallbacks"].items() if n for x in (
              f"`{m}`: {n} asks answered by its Sobol design where its acquisition broke "
-             f"down numerically, in {k} runs.", "")],
+             f"down numerically, in {k} run{'s' * (k != 1)}.", "")],
          "Tokens to a target: median over seeds of the tokens after which the incumbent "
          "stays at or above the target (`never`: the median run does not get there).", "",
          *headline(runs, s), "",

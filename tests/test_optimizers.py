@@ -368,9 +368,15 @@ def test_mfkg_falls_back_to_its_sobol_design_when_kg_breaks_down(tmp_path, monke
     """A numerical breakdown of one-shot KG (seen: NotPSDError, NaN acquisition values on
     Branin) gives the next Sobol config, logged, counted and journalled (a resume counts it
     again); any other error is raised."""
+    import logging
+
     import botorch.optim
     from linear_operator.utils.errors import NotPSDError
 
+    # an earlier test's logging config (dictConfig) may have disabled existing loggers
+    peers_log = logging.getLogger("ecotune.optimizers.botorch_peers")
+    monkeypatch.setattr(peers_log, "disabled", False)
+    caplog.set_level(logging.WARNING, logger=peers_log.name)
     journal = str(tmp_path / "j.jsonl")
     opt, ev = _make("mfkg", journal=journal, max_trials=6, n_init=2), SyntheticEvaluator(LAND)
     real = botorch.optim.optimize_acqf

@@ -6,7 +6,9 @@ measured on r instances is a mean of per-instance scores, so its noise variance 
 up to the score's spread: ``Var ≈ p(1 − p)/r``; it is passed as fixed observation noise,
 and the GP learns only the latent landscape. A score that comes without per-instance scores
 (a whole evaluation, e.g. a deterministic function at a fidelity) has no known spread:
-:func:`fit_scaled_noise_gp` then scales that variance by κ chosen by marginal likelihood.
+:func:`fit_scaled_noise_gp` then scales that variance by κ chosen by marginal likelihood
+(EcoTune), or ``infer_noise`` leaves it to BoTorch's own homoskedastic likelihood, as its
+tutorials do (the BoTorch peers).
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def score_noise(y: np.ndarray, n: np.ndarray, floor: float = 1e-4) -> np.ndarray
 
 
 def fit_multi_fidelity_gp(X: np.ndarray, s: np.ndarray, y: np.ndarray, n: np.ndarray,
-                          state_dict: dict | None = None, refit: bool = True
-                          ) -> SingleTaskMultiFidelityGP:
+                          state_dict: dict | None = None, refit: bool = True,
+                          infer_noise: bool = False) -> SingleTaskMultiFidelityGP:
     """Fit a multi-fidelity GP (BoTorch's linear-truncated fidelity kernel).
 
     Args:
@@ -56,10 +58,12 @@ def fit_multi_fidelity_gp(X: np.ndarray, s: np.ndarray, y: np.ndarray, n: np.nda
         state_dict: hyperparameters of a previous fit to warm-start from.
         refit: optimise the hyperparameters; False reuses ``state_dict`` as is (the
             posterior still conditions on all data), which keeps asks fast between refits.
+        infer_noise: fit one noise level by marginal likelihood (BoTorch's default
+            likelihood) instead of the binomial ``p(1 − p)/n``.
     """
     train_X = as_tensor(np.column_stack([X, s]))
     train_Y = as_tensor(y).reshape(-1, 1)
-    train_Yvar = as_tensor(score_noise(y, n)).reshape(-1, 1)
+    train_Yvar = None if infer_noise else as_tensor(score_noise(y, n)).reshape(-1, 1)
     model = SingleTaskMultiFidelityGP(
         train_X, train_Y, train_Yvar=train_Yvar, data_fidelities=[X.shape[1]],
         outcome_transform=Standardize(m=1))
@@ -69,11 +73,14 @@ def fit_multi_fidelity_gp(X: np.ndarray, s: np.ndarray, y: np.ndarray, n: np.nda
 
 def fit_single_fidelity_gp(X: np.ndarray, y: np.ndarray, n: np.ndarray,
                            state_dict: dict | None = None, refit: bool = True,
-                           noise_scale: float = 1.0) -> SingleTaskGP:
+                           noise_scale: float = 1.0, infer_noise: bool = False
+                           ) -> SingleTaskGP:
     """Fit a GP over configs whose observations are prefix means with binomial noise
     ``p(1 − p)/n`` (the BoTorch baseline, and EcoTune's default surrogate), times
-    ``noise_scale``; ``refit=False`` reuses ``state_dict`` as is."""
-    train_Yvar = as_tensor(noise_scale * score_noise(y, n)).reshape(-1, 1)
+    ``noise_scale``; ``refit=False`` reuses ``state_dict`` as is; ``infer_noise`` fits one
+    noise level by marginal likelihood instead (BoTorch's default likelihood)."""
+    train_Yvar = (None if infer_noise
+                  else as_tensor(noise_scale * score_noise(y, n)).reshape(-1, 1))
     model = SingleTaskGP(as_tensor(X), as_tensor(y).reshape(-1, 1),
                          train_Yvar=train_Yvar, outcome_transform=Standardize(m=1))
     _fit(model, state_dict, refit)

@@ -665,3 +665,42 @@ def test_ecotune_noise_is_binomial_with_instance_scores_and_fitted_without(noise
         assert coins.noise_scale >= 0.1
     with pytest.raises(ValueError, match="noise"):
         _make("ecotune", noise="gaussian")
+
+
+@pytest.mark.parametrize("method,fit", [
+    ("botorch", "ecotune.optimizers.gp.fit_single_fidelity_gp"),
+    ("eipu", "ecotune.optimizers.botorch_peers.fit_single_fidelity_gp"),
+    ("mfkg", "ecotune.optimizers.botorch_peers.fit_multi_fidelity_gp")])
+def test_botorch_peers_fit_their_noise_only_for_scores_told_without_instance_scores(
+        method, fit, monkeypatch):
+    """The BoTorch peers keep the binomial noise p(1 − p)/r for prefix means of instance
+    scores (LLM trials), and fit one noise level, as BoTorch's tutorials do, for whole-
+    evaluation scores (a deterministic function at a fidelity); ``noise`` overrides."""
+    import importlib
+
+    module_name, name = fit.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    real, seen = getattr(module, name), []
+
+    def spy(*args, **kwargs):
+        model = real(*args, **kwargs)
+        seen.append(type(model.likelihood).__name__)
+        return model
+
+    monkeypatch.setattr(module, name, spy)
+    for bare, noise, want in [(False, "auto", "FixedNoiseGaussianLikelihood"),
+                              (True, "auto", "GaussianLikelihood"),
+                              (True, "binomial", "FixedNoiseGaussianLikelihood"),
+                              (False, "inferred", "GaussianLikelihood")]:
+        seen.clear()
+        opt = _make(method, budget=80_000, noise=noise, max_trials=8)
+        ev = SyntheticEvaluator(LAND)
+        while (t := opt.ask()) is not None:
+            if bare:
+                tell(opt, t, score=_smooth(opt, t), tokens=30 * t.fidelity)
+            else:
+                opt.tell(t, ev.evaluate(t))
+        assert seen and set(seen) == {want}, (bare, noise, seen)
+        assert opt._options["noise"] == noise
+    with pytest.raises(ValueError, match="noise"):
+        _make(method, noise="gaussian")

@@ -81,7 +81,7 @@ class EIPerCostOptimizer(_Peer):
         X, n, y = self.state.observations()
         if len(y) + len(self.state.pending) < self.n_init or len(y) < 2:
             return self._init(self.r_max)
-        model = fit_single_fidelity_gp(X, y, n, self._hyper)
+        model = fit_single_fidelity_gp(X, y, n, self._hyper, infer_noise=self._infer_noise())
         self._hyper = hyperparameters(model)
         mu, _ = posterior_mean_std(model, X)
         got = self._choices(X[np.argsort(-mu)[:3]])
@@ -149,7 +149,7 @@ class MFKGOptimizer(_Peer):
             return self._init(self.r_min if len(y) % 2 else self.r_max)
         d = self.space.dim
         s = n / self.r_max
-        model = fit_multi_fidelity_gp(X, s, y, n, self._hyper)
+        model = fit_multi_fidelity_gp(X, s, y, n, self._hyper, infer_noise=self._infer_noise())
         self._hyper = hyperparameters(model)
         alpha = float(np.mean(self.state.cost_model.alpha(
             X, [self.state.max_completion(self.space.decode(x) | self.fixed) for x in X])))

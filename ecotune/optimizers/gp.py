@@ -16,6 +16,10 @@ from ecotune.surrogate import (
     hyperparameters,
     posterior_mean_std,
 )
+from ecotune.trial import TrialStatus
+
+#: ``noise`` settings of the BoTorch peers
+NOISES = ("auto", "binomial", "inferred")
 
 
 class BoTorchOptimizer(Optimizer):
@@ -23,18 +27,35 @@ class BoTorchOptimizer(Optimizer):
 
     Args:
         n_init: initial Sobol configurations (default: max(4, d // 2 + 2)).
+        noise: a score's observation noise: ``binomial``, p(1 − p)/r (exact for a mean of
+            r scores in {0, 1}: LLM trials); ``inferred``, one level fitted by marginal
+            likelihood, BoTorch's default likelihood as in its tutorials; ``auto``
+            (default): binomial while every trial told its per-instance scores, else
+            inferred (a whole-evaluation score, e.g. a deterministic function at a
+            fidelity, whose spread p(1 − p)/r does not describe).
     """
 
     name = "botorch"
     candidate_aware = True
 
     def __init__(self, *args: Any, n_init: int | None = None, n_candidates: int = 512,
-                 **kwargs: Any):
+                 noise: str = "auto", **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
         self.n_init = int(n_init if n_init is not None else max(4, self.space.dim // 2 + 2))
         self.n_candidates = n_candidates
+        self.noise = noise
         self._hyper: dict | None = None
-        self._options.update(n_init=self.n_init)
+        self._options.update(n_init=self.n_init, noise=noise)
+
+    def _infer_noise(self) -> bool:
+        """Whether the GP fits its noise level (see ``noise``) rather than take p(1 − p)/r."""
+        if self.noise != "auto":
+            return self.noise == "inferred"
+        return any(not r.instance_scores for r in self.state.results.values()
+                   if r.score is not None and r.n_evaluated > 0
+                   and r.status != TrialStatus.FAILED)
 
     def _propose(self) -> Proposal | None:
         X, n, y = self.state.observations()
@@ -42,7 +63,7 @@ class BoTorchOptimizer(Optimizer):
             cfg = self._sobol_config()
             return (cfg if self.state.candidates is None else self._unseen_candidate(cfg),
                     self.r_max, {"phase": "init"})
-        model = fit_single_fidelity_gp(X, y, n, self._hyper)
+        model = fit_single_fidelity_gp(X, y, n, self._hyper, infer_noise=self._infer_noise())
         self._hyper = hyperparameters(model)
         mu, _ = posterior_mean_std(model, X)
         if self.state.candidates is None:

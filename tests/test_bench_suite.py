@@ -347,3 +347,24 @@ def test_worker_processes_report_a_failed_run_after_the_others() -> None:
         for r in run_jobs(jobs, workers=2):
             rows.append(r)
     assert [r["method"] for r in rows] == ["random"] and len(e.value.failed) == 1
+
+
+def test_each_suite_version_re_runs_only_the_rows_it_changes() -> None:
+    """Version 3 (the BoTorch peers fit their noise where scores carry no instance scores)
+    re-runs their function-problem rows only; every other older row is stamped as it is,
+    unless an earlier version's change still applies to it."""
+    from ecotune.bench.suite_versions import SUITE_VERSION, unchanged_by
+
+    def row(method: str, kind: str, version: int | None) -> dict:
+        r = {"problem": "p", "method": method, "seed": 0, "kind": kind}
+        return r if version is None else {**r, "version": version}
+
+    assert SUITE_VERSION == 3
+    for method in ("botorch", "eipu", "mfkg"):
+        assert not unchanged_by(row(method, "biased", 2))
+        assert unchanged_by(row(method, "unbiased", 2))
+        assert unchanged_by(row(method, "llm-table", 2))
+    assert unchanged_by(row("random", "biased", 2)) and unchanged_by(row("random", "biased", None))
+    assert not unchanged_by(row("dehb", "biased", None))  # version 2's change (its seed)
+    assert not unchanged_by(row("random", "llm-table", None))  # version 2's answer rule
+    assert not unchanged_by(row("random", "biased", 3))  # already current: nothing to stamp

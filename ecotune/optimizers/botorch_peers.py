@@ -14,10 +14,14 @@
 Both are peers, not EcoTune: they use BoTorch's classes as shipped, with small, fixed
 optimisation settings so a benchmark of many seeds runs on CPUs. When one-shot KG breaks
 down numerically (fantasy models that are not positive definite, NaN acquisition values: seen
-on Branin after 160 noise-free observations, where 6 of 10 random batches of raw samples
-failed, with the hyperparameters fitted afresh too), ``mfkg`` proposes the next config of
-its Sobol design instead, logs why and counts it (``fallbacks``; ``phase: fallback`` in the
+on Branin, a noise-free function, from ask 75 with the noise level fitted as BoTorch does, and
+from ask 162 when it was the binomial p(1 − p)/r), ``mfkg`` proposes the next config of its
+Sobol design instead, logs why and counts it (``fallbacks``; ``phase: fallback`` in the
 journal), rather than end the study.
+
+Their GP's noise follows ``noise`` (:class:`~ecotune.optimizers.gp.BoTorchOptimizer`):
+binomial for prefix means of instance scores, fitted (BoTorch's default likelihood, as in
+its tutorials) for scores told without them.
 """
 
 from __future__ import annotations

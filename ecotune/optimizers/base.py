@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ecotune.optimizers.state import StudyState
-from ecotune.trial import Trial, TrialResult
+from ecotune.trial import Trial, TrialResult, TrialStatus
 
 Proposal = tuple[dict[str, Any], int, dict[str, Any]]  # (config, fidelity, meta)
 
@@ -205,3 +205,11 @@ class Optimizer:
 def encoded_key(x: np.ndarray) -> tuple[float, ...]:
     """A hashable identity for an encoded config."""
     return tuple(np.round(np.asarray(x, float), 9))
+
+
+def told_without_instance_scores(state: StudyState) -> bool:
+    """Whether a scored trial came without per-instance scores: a whole-evaluation score
+    (e.g. a deterministic function at a fidelity), whose noise p(1 − p)/r does not
+    describe, where every LLM trial tells the instance scores its mean is made of."""
+    return any(not r.instance_scores for r in state.results.values()
+               if r.score is not None and r.n_evaluated > 0 and r.status != TrialStatus.FAILED)

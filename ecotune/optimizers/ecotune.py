@@ -41,7 +41,7 @@ from ecotune.acquisition import (
 )
 from ecotune.candidates import candidate_set
 from ecotune.cost import BoTorchTokenCost
-from ecotune.optimizers.base import Optimizer, Proposal, encoded_key
+from ecotune.optimizers.base import Optimizer, Proposal, encoded_key, told_without_instance_scores
 from ecotune.pruning import incumbent_floor
 from ecotune.surrogate import (
     as_tensor,
@@ -281,9 +281,7 @@ class EcoTuneOptimizer(Optimizer):
         """Whether the surrogate's noise is scaled by a fitted κ (see ``noise``)."""
         if self.noise != "auto":
             return self.noise == "scaled"
-        return any(not r.instance_scores for r in self.state.results.values()
-                   if r.score is not None and r.n_evaluated > 0
-                   and r.status != TrialStatus.FAILED)
+        return told_without_instance_scores(self.state)
 
     def _increment_prompts(self, configs: list[dict[str, Any]], done: np.ndarray
                            ) -> np.ndarray | None:

@@ -9,14 +9,18 @@ from botorch.acquisition.analytic import LogExpectedImprovement
 from botorch.optim import optimize_acqf_discrete
 
 from ecotune.candidates import candidate_set
-from ecotune.optimizers.base import Optimizer, Proposal, encoded_key
+from ecotune.optimizers.base import (
+    Optimizer,
+    Proposal,
+    encoded_key,
+    told_without_instance_scores,
+)
 from ecotune.surrogate import (
     as_tensor,
     fit_single_fidelity_gp,
     hyperparameters,
     posterior_mean_std,
 )
-from ecotune.trial import TrialStatus
 
 #: ``noise`` settings of the BoTorch peers
 NOISES = ("auto", "binomial", "inferred")
@@ -53,9 +57,7 @@ class BoTorchOptimizer(Optimizer):
         """Whether the GP fits its noise level (see ``noise``) rather than take p(1 − p)/r."""
         if self.noise != "auto":
             return self.noise == "inferred"
-        return any(not r.instance_scores for r in self.state.results.values()
-                   if r.score is not None and r.n_evaluated > 0
-                   and r.status != TrialStatus.FAILED)
+        return told_without_instance_scores(self.state)
 
     def _propose(self) -> Proposal | None:
         X, n, y = self.state.observations()

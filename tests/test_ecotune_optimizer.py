@@ -1,0 +1,153 @@
+"""EcoTune's own optimizer: incremental promotion and pruning, its initial design, its
+noise model, and the multi-fidelity problems where it once looped."""
+
+import numpy as np
+import pytest
+from optimizer_kit import LAND, SPACE, make_opt, smooth_score, tell
+
+from ecotune.bench.synthetic import SyntheticEvaluator
+from ecotune.journal import open_journal
+from ecotune.optimizers import make_optimizer
+from ecotune.surrogate import NOISE_SCALES
+
+
+@pytest.mark.parametrize("completion_cost", [True, False], ids=["default", "increment"])
+def test_ecotune_promotes_incrementally_and_prunes_against_the_incumbent(completion_cost):
+    """The lookahead EcoTune climbs fidelities of configs it measured, each step paying only
+    the new instances (the replay keeps what a config measured), and once a config is
+    measured at r_max it asks every later trial to stop below its lower bound. Priced by
+    their own instances only, screens are most trials; priced with what they commit to (the
+    default), the configs left below r_max are the ones that screened worse."""
+    from ecotune.bench.collect import sobol_configs
+    from ecotune.bench.replay import ReplayEvaluator, Table
+    from ecotune.pruning import incumbent_floor
+
+    table = Table.from_landscape(LAND, SPACE, sobol_configs(SPACE, 40, seed=2), 40)
+    opt = make_opt("ecotune", budget=60_000, max_trials=40, completion_cost=completion_cost)
+    ev = ReplayEvaluator(table)
+    seen, promotions = {}, 0
+    while (t := opt.ask()) is not None:
+        res = ev.evaluate(t)
+        k = ev.hits[-1]
+        if k in seen and t.fidelity > seen[k]:
+            promotions += 1
+            assert res.reused_tokens > 0  # the first instances were kept, not bought again
+        seen[k] = max(seen.get(k, 0), res.n_evaluated)
+        full = [r for r in opt.state.results.values() if r.n_evaluated >= opt.r_max]
+        if full:
+            best = max(full, key=lambda r: r.score)
+            assert t.prune_below == pytest.approx(incumbent_floor(best.instance_scores))
+        else:
+            assert t.prune_below is None
+        opt.tell(t, result=res)
+    assert promotions >= 1
+    results = list(opt.state.results.values())
+    below = [r.score for r in results if r.n_evaluated < opt.r_max and r.score is not None]
+    full = [r.score for r in results if r.n_evaluated >= opt.r_max]
+    if completion_cost:
+        assert below and full and np.mean(below) < np.mean(full)
+    else:
+        assert len(below) > len(results) / 2
+    assert opt.best()[0] is not None and opt.tokens_used <= 60_000
+
+
+def test_ecotune_init_share_spends_that_share_of_the_budget_on_the_initial_design(tmp_path):
+    """With ``init_share`` the Sobol design goes on past ``n_init`` until that share of the
+    budget is spent, then the search starts and the design never resumes; a resumed study
+    knows the search has started."""
+    journal = tmp_path / "j.jsonl"
+    opt = make_opt("ecotune", journal=journal, budget=40_000, init_share=0.25)
+    ev = SyntheticEvaluator(LAND)
+    spent_at_ask = []
+    while (t := opt.ask()) is not None:
+        spent_at_ask.append(opt.tokens_used)
+        opt.tell(t, ev.evaluate(t))
+    phases = [r["meta"]["phase"] for r in open_journal(journal).records() if r["type"] == "ask"]
+    first = next(i for i, p in enumerate(phases) if p != "init")
+    assert "init" not in phases[first:] and first > opt.n_init
+    assert spent_at_ask[first - 1] < 10_000 <= spent_at_ask[first]
+    assert make_opt("ecotune", journal=journal, budget=40_000, init_share=0.25)._searching
+    # with max_trials, the design also stops at that share of the trials: the search (and
+    # the final trial at r_max) always get the rest
+    capped = tmp_path / "capped.jsonl"
+    opt = make_opt("ecotune", journal=capped, budget=10**7, max_trials=40, init_share=0.25)
+    while (t := opt.ask()) is not None:
+        opt.tell(t, ev.evaluate(t))
+    phases = [r["meta"]["phase"] for r in open_journal(capped).records() if r["type"] == "ask"]
+    assert phases[:10] == ["init"] * 10 and "init" not in phases[10:] and len(phases) == 40
+    assert any(r.n_evaluated >= opt.r_max for r in opt.state.results.values())
+    with pytest.raises(ValueError, match="init_share"):
+        make_opt("ecotune", init_share=1.0)
+
+
+def test_ecotune_initial_design_runs_at_init_fidelity(tmp_path):
+    """Every config of the initial design is scored on ``init_fidelity`` instances; a level
+    outside [r_min, r_max] is refused."""
+    journal = tmp_path / "j.jsonl"
+    opt = make_opt("ecotune", journal=journal, budget=40_000, init_fidelity=13)
+    ev = SyntheticEvaluator(LAND)
+    while (t := opt.ask()) is not None:
+        opt.tell(t, ev.evaluate(t))
+    asks = [r for r in open_journal(journal).records() if r["type"] == "ask"]
+    init = [r["trial"]["fidelity"] for r in asks if r["meta"]["phase"] == "init"]
+    assert len(init) >= opt.n_init and set(init) == {13} and opt._options["init_fidelity"] == 13
+    assert make_opt("ecotune").init_fidelity == opt.r_min == 5  # the default: the first rung
+    for bad in (4, 41):
+        with pytest.raises(ValueError, match="init_fidelity"):
+            make_opt("ecotune", init_fidelity=bad)
+
+
+def test_borehole_study_ends():
+    """BoTorch's Borehole levels cost more than the cost model's per-instance worst case
+    at r = 1: EcoTune seed 1 once asked trials that could not run for ever."""
+    from ecotune.bench.runs import load_bench, run_to_end
+    from ecotune.bench.suite import problem_budget
+
+    bench = load_bench("borehole")
+    budget = problem_budget("borehole", bench)
+    opt = make_optimizer("ecotune", space=bench.space, budget_tokens=budget, r_min=bench.r_min,
+                         r_max=bench.r_max, seed=1, max_trials=500)
+    run_to_end(opt, bench.make_evaluator(1), bench.true_score)
+    assert opt.stop_reason == "budget" and len(opt.state.results) < 200
+    assert sum(r.nothing_fit for r in opt.state.results.values()) <= 3
+
+
+def test_wingweight_screens_at_r_min_run():
+    """WingWeight's r = 1 costs more than the cost model's first guess: EcoTune's r_min
+    screens there failed, spent nothing and were asked again for ever (seed 0)."""
+    from ecotune.bench.runs import load_bench, run_to_end
+    from ecotune.bench.suite import problem_budget
+
+    bench = load_bench("wingweight")
+    opt = make_optimizer("ecotune", space=bench.space, budget_tokens=problem_budget(
+        "wingweight", bench), r_min=bench.r_min, r_max=bench.r_max, seed=0, max_trials=300)
+    run_to_end(opt, bench.make_evaluator(0), bench.true_score)
+    assert opt.stop_reason == "budget" and len(opt.state.results) < 300
+    assert sum(r.nothing_fit for r in opt.state.results.values()) <= 3
+
+
+@pytest.mark.parametrize("noise", ["auto", "binomial"])
+def test_ecotune_noise_is_binomial_with_instance_scores_and_fitted_without(noise):
+    """``noise="auto"``: trials with per-instance scores (every LLM trial) keep the binomial
+    noise exactly (κ = 1); scores told without them get κ by marginal likelihood, which
+    is small for a deterministic score. ``binomial`` never scales."""
+    with_inst = make_opt("ecotune", budget=20_000, noise=noise)
+    ev = SyntheticEvaluator(LAND)
+    while (t := with_inst.ask()) is not None:
+        with_inst.tell(t, ev.evaluate(t))
+    assert with_inst.noise_scale == 1.0 and with_inst._searching
+    bare = make_opt("ecotune", budget=20_000, noise=noise)
+    while (t := bare.ask()) is not None:
+        tell(bare, t, score=smooth_score(bare, t), tokens=30 * t.fidelity)
+    assert bare._searching and bare._options["noise"] == noise
+    # a deterministic score: the likelihood rises as the noise shrinks
+    assert bare.noise_scale == (min(NOISE_SCALES) if noise == "auto" else 1.0)
+    if noise == "auto":  # the same scores as prefix means of coin flips, told bare
+        rng = np.random.default_rng(0)
+        coins = make_opt("ecotune", budget=20_000, noise=noise)
+        while (t := coins.ask()) is not None:
+            flips = rng.random(t.fidelity) < smooth_score(coins, t)
+            tell(coins, t, score=float(flips.mean()), tokens=30 * t.fidelity)
+        assert coins.noise_scale >= 0.1
+    with pytest.raises(ValueError, match="noise"):
+        make_opt("ecotune", noise="gaussian")

@@ -8,139 +8,23 @@ run through real sockets, exactly as they would against vLLM.
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from scripted_server import MODEL, Script, serve
 
 from ecotune.decoding import SamplingParams
-from ecotune.engines import (
-    Completion,
-    EngineConfig,
-    EngineError,
-    FakeEngine,
-    OpenAIEngine,
-    make_engine,
-)
+from ecotune.engines import Completion, EngineError, OpenAIEngine
 from ecotune.process import free_port
-
-MODEL = "m"
-
-
-class Script:
-    """Scripted server state: queued actions, recorded requests, in-flight counter."""
-
-    def __init__(self) -> None:
-        self.actions: list[tuple[Any, ...]] = []
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.lock = threading.Lock()
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.delay_s = 0.0
-        self.tokenize = True
-
-    def next_action(self) -> tuple[Any, ...]:
-        with self.lock:
-            return self.actions.pop(0) if self.actions else ("ok",)
-
-
-def _completion_body(path: str, req: dict[str, Any]) -> dict[str, Any]:
-    n = int(req.get("n", 1))
-    chat = path.endswith("chat/completions")
-    prompt = " ".join(m["content"] for m in req["messages"]) if chat else req["prompt"]
-    choices = [
-        {"index": i, "finish_reason": "length",
-         **({"message": {"role": "assistant", "content": f"a{i}"}} if chat else {"text": f"a{i}"})}
-        for i in range(n)
-    ]  # fmt: skip
-    usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": 2 * n}
-    return {"id": "x", "object": "text_completion", "choices": choices[::-1], "usage": usage}
-
-
-def make_handler(script: Script) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:  # noqa: N802
-            if self.path == "/v1/models":
-                self._send(200, json.dumps({"data": [{"id": MODEL}]}).encode())
-            else:
-                self._send(404, b'{"detail": "Not Found"}')
-
-        def do_POST(self) -> None:  # noqa: N802
-            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with script.lock:
-                script.requests.append((self.path, req))
-                script.in_flight += 1
-                script.max_in_flight = max(script.max_in_flight, script.in_flight)
-            try:
-                self._serve(req)
-            finally:
-                with script.lock:
-                    script.in_flight -= 1
-
-        def _serve(self, req: dict[str, Any]) -> None:
-            if self.path == "/tokenize":
-                if not script.tokenize:
-                    self._send(404, b'{"detail": "Not Found"}')
-                    return
-                text = req.get("prompt") or " ".join(m["content"] for m in req["messages"])
-                self._send(200, json.dumps({"count": len(text.split()), "tokens": []}).encode())
-                return
-            action = script.next_action()
-            kind = action[0]
-            if script.delay_s:
-                time.sleep(script.delay_s)
-            if kind == "ok":
-                self._send(200, json.dumps(_completion_body(self.path, req)).encode())
-            elif kind == "status":
-                self._send(action[1], action[2].encode(), action[3] if len(action) > 3 else None)
-            elif kind == "malformed":
-                self._send(200, b'{"choices": [ {"text": "trunc')
-            elif kind == "nousage":
-                self._send(200, b'{"choices": [{"index": 0, "text": "x"}]}')
-            elif kind == "drop":
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-            elif kind == "sleep":
-                time.sleep(action[1])
-                self._send(200, json.dumps(_completion_body(self.path, req)).encode())
-            else:  # pragma: no cover
-                raise AssertionError(kind)
-
-    return Handler
 
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, Script]]:
-    script = Script()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(script))
-    httpd.daemon_threads = True
-    t = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", script
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve() as got:
+        yield got
 
 
 def engine(url: str, **kw: Any) -> OpenAIEngine:
@@ -431,58 +315,3 @@ def test_async_api_across_event_loops(server: tuple[str, Script]) -> None:
     for _ in range(2):  # a fresh loop each time: the client must not leak across loops
         assert [c.prompt_tokens for c in asyncio.run(go())] == [1, 2]
     assert asyncio.run(eng.acount_prompt_tokens(["x y z"])) == [3]
-
-
-# -- fake engine and factory ---------------------------------------------------------------
-def test_fake_engine_is_deterministic_and_counts_words() -> None:
-    eng = FakeEngine(answers={"q one": "the answer is 4"}, default="no")
-    c1, c2 = eng.generate(["q one", "other prompt here"], SamplingParams(max_tokens=2))
-    assert (c1.text, c1.prompt_tokens, c1.completion_tokens, c1.finish_reason) == (
-        "the answer", 2, 2, "length")  # fmt: skip
-    assert (c2.text, c2.prompt_tokens, c2.completion_tokens, c2.finish_reason) == (
-        "no",
-        3,
-        1,
-        "stop",
-    )
-    assert eng.count_prompt_tokens(["a b", [{"role": "user", "content": "c d e"}]]) == [2, 3]
-    cn = eng.complete_one("q one", SamplingParams(n=2, max_tokens=8))
-    assert cn.text == ["the answer is 4"] * 2 and cn.completion_tokens == 8
-    fn = FakeEngine(answers=lambda p, sp: "hot" if sp.temperature > 0.5 else "cold")
-    assert fn.complete_one("x", SamplingParams(temperature=1.0)).text == "hot"
-    eng.check()
-    eng.close()
-
-
-def test_fake_engine_failure_and_iter() -> None:
-    from ecotune.ledger import TokenLedger
-
-    eng = FakeEngine(default="a b", fail_after=2)
-    ledger = TokenLedger(limit=2 * (1 + 16))  # room for exactly two worst cases
-    got = list(eng.generate_iter(["x"] * 5, SamplingParams(), ledger=ledger,
-                                 prompt_tokens=[1] * 5))
-    assert sorted(c.index for c in got) == [0, 1] and ledger.settled == 2 * 3
-    with pytest.raises(EngineError, match="fake engine failure"):
-        eng.generate(["x"], SamplingParams())
-    # a failure is an unknown outcome: its worst case stays charged
-    failing = TokenLedger()
-    with pytest.raises(EngineError, match="fake engine failure"):
-        eng.complete_one("x", SamplingParams(max_tokens=4), ledger=failing, prompt_tokens=1)
-    assert failing.kept == 5 and failing.charged == 5
-
-
-def test_make_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    eng = make_engine({"base_url": "http://h:1/v1", "model": "x", "send_seed": False,
-                       "max_concurrency": 4})  # fmt: skip
-    assert isinstance(eng, OpenAIEngine)
-    assert (eng.base_url, eng.send_seed, eng.max_concurrency) == ("http://h:1", False, 4)
-    assert isinstance(make_engine(EngineConfig(base_url="fake://", model="f")), FakeEngine)
-    with pytest.raises(ValueError, match="extra"):
-        make_engine({"base_url": "http://h", "model": "x", "temprature": 1})
-    monkeypatch.delenv("MY_KEY", raising=False)
-    with pytest.raises(EngineError, match="MY_KEY"):
-        make_engine({"base_url": "http://h", "model": "x", "api_key_env": "MY_KEY"})
-    monkeypatch.setenv("MY_KEY", "k")
-    assert (
-        make_engine({"base_url": "http://h", "model": "x", "api_key_env": "MY_KEY"}).api_key == "k"
-    )

@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,3 +47,18 @@ class PromptTokens:
             out = np.array(self.engine.count_prompt_tokens(prompts), dtype=np.int64)
             self._by_shots[shots] = out
         return out
+
+
+def increment_prompt_tokens(counts: Callable[[dict[str, Any]], np.ndarray] | None, configs: list[dict[str, Any]],
+                            done: np.ndarray, levels: np.ndarray) -> np.ndarray | None:
+    """Exact prompt tokens of the instances each (config, level) would add to the ``done``
+    already measured (``counts``: a :class:`PromptTokens`), shape (len(configs) * len(levels),); None when prompt costs are not
+    known (``counts`` None)."""
+    if counts is None:
+        return None
+    out = np.zeros((len(configs), len(levels)))
+    for i, cfg in enumerate(configs):
+        cum = np.concatenate([[0], np.cumsum(counts(cfg))])
+        lo = cum[int(min(done[i], len(cum) - 1))]
+        out[i] = np.maximum(cum[np.asarray(levels)] - lo, 0)
+    return out.reshape(-1)

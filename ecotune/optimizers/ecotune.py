@@ -15,7 +15,8 @@ r_max, so the study always ends with a configuration measured at r_max. Two acqu
   measured); the scale-free fidelity rule with τ as a ratio (default 0.5). Losing trials are
   stopped early (``prune_below`` = the incumbent's lower bound, :mod:`ecotune.pruning`).
   Scores told without per-instance scores (no spread to know the noise from) get the
-  binomial noise times a κ chosen by marginal likelihood (``noise``).
+  binomial noise times a κ chosen by marginal likelihood (``noise``), their lower levels
+  mapped onto the r_max scale first (``calibrate``: such a level can be biased).
 * ``paper``: the paper's multi-fidelity GP, eq. 3 and eq. 4 with an absolute τ on EI per
   1,000 tokens at r_max (default 0.002).
 """
@@ -39,9 +40,11 @@ from ecotune.acquisition import (
     log_lookahead_ei,
     lookahead_std,
 )
+from ecotune.calibration import LevelMaps, apply_level_maps, fit_level_maps
 from ecotune.candidates import candidate_set
 from ecotune.cost import BoTorchTokenCost
 from ecotune.optimizers.base import Optimizer, Proposal, encoded_key, told_without_instance_scores
+from ecotune.prompt_tokens import increment_prompt_tokens
 from ecotune.pruning import incumbent_floor
 from ecotune.surrogate import (
     as_tensor,
@@ -94,10 +97,11 @@ class EcoTuneOptimizer(Optimizer):
             and a cheap screen finds that out for more configs.
         noise: a score's noise over r instances (``lookahead``): ``binomial``, p(1 − p)/r
             (exact for 0/1 instance scores); ``scaled``, that times κ chosen by marginal
-            likelihood over every score told (:func:`~ecotune.surrogate.fit_scaled_noise_gp`);
-            ``auto`` (default): binomial while every trial told its per-instance scores (LLM
-            trials do), else scaled (a whole-evaluation score, e.g. a deterministic function
-            at a fidelity). Measured on the peer benchmark (docs/benchmarks.md).
+            likelihood (:func:`~ecotune.surrogate.fit_scaled_noise_gp`); ``auto`` (default):
+            binomial while every trial told its instance scores (LLM trials do), else
+            scaled (a deterministic function at a fidelity). Measured on the peer benchmark.
+        calibrate: with scaled noise, map each lower level onto the r_max scale first
+            (:mod:`ecotune.calibration`). Default on, measured on the peer benchmark.
         n_levels: fidelity levels considered between r_min and r_max.
         n_candidates: Sobol candidates per ask (plus local ones around the incumbents).
     """
@@ -111,7 +115,7 @@ class EcoTuneOptimizer(Optimizer):
                  screen_value: str = "lookahead",
                  n_init: int | None = None, init_share: float = 0.25, n_levels: int = 4,
                  n_candidates: int = 512, init_fidelity: int | None = None,
-                 noise: str = "auto",
+                 noise: str = "auto", calibrate: bool = True,
                  initial_configs: list[dict[str, Any]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if acquisition not in ACQUISITIONS:
@@ -129,6 +133,8 @@ class EcoTuneOptimizer(Optimizer):
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
         self.noise = noise
         self.noise_scale = 1.0  # κ of the last fit (1 under binomial noise)
+        self.calibrate = bool(calibrate)
+        self.level_maps: LevelMaps = {}  # of the last fit (ecotune.calibration)
         self.n_init = int(n_init if n_init is not None else max(4, self.space.dim // 2 + 2))
         if not 0.0 <= init_share < 1.0:
             raise ValueError(f"init_share must be in [0, 1), got {init_share}")
@@ -143,7 +149,7 @@ class EcoTuneOptimizer(Optimizer):
             raise ValueError(f"init_fidelity must be in [r_min, r_max] = [{self.r_min}, "
                              f"{self.r_max}], got {self.init_fidelity}")
         self._hyper: dict | None = None
-        self._fitted_n = 0
+        self._fitted_n = self._fitted_full = 0
         self._final_done = False
         self.last_decision: dict[str, Any] = {}
         self._options.update(tau=tau, n_init=self.n_init, n_levels=n_levels,
@@ -151,7 +157,8 @@ class EcoTuneOptimizer(Optimizer):
                              early_stopping=self.early_stopping,
                              completion_cost=self.completion_cost,
                              screen_value=screen_value, init_share=self.init_share,
-                             init_fidelity=self.init_fidelity, noise=noise)
+                             init_fidelity=self.init_fidelity, noise=noise,
+                             calibrate=self.calibrate)
 
     # ------------------------------------------------------------------ proposal
     def _propose(self) -> Proposal | None:
@@ -226,16 +233,23 @@ class EcoTuneOptimizer(Optimizer):
 
     def _lookahead_step(self) -> Proposal | None:
         X, n, y = self.per_config()
-        refit = self._hyper is None or len(y) < 30 or len(y) >= 1.1 * self._fitted_n
+        calibrating = self.calibrate and self._scaled_noise()
+        n_full = int((n >= self.r_max).sum())  # a new full score moves the level maps
+        refit = (self._hyper is None or len(y) < 30 or len(y) >= 1.1 * self._fitted_n
+                 or (calibrating and n_full != self._fitted_full))
         start = self._hyper
         if refit and self._scaled_noise():  # κ from every score told (``noise``), fitted
             X_all, n_all, y_all = self.state.observations()  # from the prior: resumes agree
+            if calibrating:
+                self.level_maps = fit_level_maps(X_all, n_all, y_all, self.r_max)
+            y_all = apply_level_maps(self.level_maps, n_all, y_all)
             _, self.noise_scale = fit_scaled_noise_gp(X_all, y_all, n_all)
             start = None
+        y = apply_level_maps(self.level_maps, n, y)
         model = fit_single_fidelity_gp(X, y, n, start, refit=refit,
                                        noise_scale=self.noise_scale)
         if refit:
-            self._hyper, self._fitted_n = hyperparameters(model), len(y)
+            self._hyper, self._fitted_n, self._fitted_full = hyperparameters(model), len(y), n_full
         mu_obs, _ = posterior_mean_std(model, X)
         f_star = float(mu_obs.max())
         C = self._candidates(X, mu_obs)
@@ -254,7 +268,8 @@ class EcoTuneOptimizer(Optimizer):
         max_tok = np.repeat([self.state.max_completion(cfg) for cfg in configs], L)
         cost = self.state.cost_model.predict(np.repeat(C, L, axis=0), max_tok,
                                        np.maximum(delta, 1).reshape(-1),
-                                       prompt_tokens=self._increment_prompts(configs, done))
+                                       prompt_tokens=increment_prompt_tokens(
+                                           self.state.prompt_tokens, configs, done, levels))
         if self.completion_cost:
             cost = completion_cost(cost.reshape(len(C), L), np.repeat(mu, L),
                                    lookahead_std(np.repeat(sd, L), noise), f_star + xi
@@ -282,19 +297,6 @@ class EcoTuneOptimizer(Optimizer):
         if self.noise != "auto":
             return self.noise == "scaled"
         return told_without_instance_scores(self.state)
-
-    def _increment_prompts(self, configs: list[dict[str, Any]], done: np.ndarray
-                           ) -> np.ndarray | None:
-        """Exact prompt tokens of the instances each (config, level) would add, shape
-        (len(configs) * levels,), when prompt costs are known; else None."""
-        if self.state.prompt_tokens is None:
-            return None
-        out = np.zeros((len(configs), len(self.levels)))
-        for i, cfg in enumerate(configs):
-            cum = np.concatenate([[0], np.cumsum(self.state.prompt_tokens(cfg))])
-            lo = cum[int(min(done[i], self.r_max))]
-            out[i] = np.maximum(cum[np.asarray(self.levels)] - lo, 0)
-        return out.reshape(-1)
 
     def _candidates(self, X: np.ndarray, mu_obs: np.ndarray) -> np.ndarray:
         """Sobol + local refinement around the best three, plus every observed config (so

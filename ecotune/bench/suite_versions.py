@@ -25,6 +25,11 @@ Versions (a row without ``version`` is version 1):
    scores and not a deterministic function (EcoTune had fitted a scale of it since
    2026-12-02: the peers' model was the worse one).
 
+A change of EcoTune's own default needs no new version when its changed rows are re-run
+and the old ones kept under the variant that repeats them: on 2026-12-06 ``calibrate``
+changed EcoTune's rows on the function problems; they were re-run, and the rows they
+replaced are ``ecotune+uncalibrated`` (``calibrate=False``), which today's code repeats.
+
 :func:`unchanged_by` names the older rows that no later version can change, stamped without
 re-running. Version 2 could not change a version-1 row on a function problem of a method
 but the five above: the best-trial rule needs instance scores, which the function

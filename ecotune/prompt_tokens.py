@@ -49,11 +49,12 @@ class PromptTokens:
         return out
 
 
-def increment_prompt_tokens(counts: Callable[[dict[str, Any]], np.ndarray] | None, configs: list[dict[str, Any]],
-                            done: np.ndarray, levels: np.ndarray) -> np.ndarray | None:
+def increment_prompt_tokens(counts: Callable[[dict[str, Any]], np.ndarray] | None,
+                            configs: list[dict[str, Any]], done: np.ndarray,
+                            levels: np.ndarray) -> np.ndarray | None:
     """Exact prompt tokens of the instances each (config, level) would add to the ``done``
-    already measured (``counts``: a :class:`PromptTokens`), shape (len(configs) * len(levels),); None when prompt costs are not
-    known (``counts`` None)."""
+    already measured, shape (len(configs) * len(levels),), from ``counts`` (a
+    :class:`PromptTokens`); None when prompt costs are not known (``counts`` None)."""
     if counts is None:
         return None
     out = np.zeros((len(configs), len(levels)))

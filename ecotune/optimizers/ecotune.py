@@ -233,14 +233,14 @@ class EcoTuneOptimizer(Optimizer):
 
     def _lookahead_step(self) -> Proposal | None:
         X, n, y = self.per_config()
-        calibrating = self.calibrate and self._scaled_noise()
+        scaled = self._scaled_noise()
         n_full = int((n >= self.r_max).sum())  # a new full score moves the level maps
         refit = (self._hyper is None or len(y) < 30 or len(y) >= 1.1 * self._fitted_n
-                 or (calibrating and n_full != self._fitted_full))
+                 or (scaled and self.calibrate and n_full != self._fitted_full))
         start = self._hyper
-        if refit and self._scaled_noise():  # κ from every score told (``noise``), fitted
+        if refit and scaled:  # κ from every score told (``noise``), fitted
             X_all, n_all, y_all = self.state.observations()  # from the prior: resumes agree
-            if calibrating:
+            if self.calibrate:
                 self.level_maps = fit_level_maps(X_all, n_all, y_all, self.r_max)
             y_all = apply_level_maps(self.level_maps, n_all, y_all)
             _, self.noise_scale = fit_scaled_noise_gp(X_all, y_all, n_all)

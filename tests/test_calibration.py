@@ -38,6 +38,24 @@ def test_an_affine_biased_level_is_mapped_back_onto_the_full_scale():
     np.testing.assert_array_equal(mapped[~low], y[~low])  # r_max scores untouched
 
 
+def test_a_slope_the_full_scores_cannot_determine_is_pulled_towards_one():
+    """Full evaluations clustered near the optimum (as a search's are) span less than
+    their own noise, so least squares through them fits the noise: slopes of 0.6–3 for a
+    level that is the full score itself. The prior on the line keeps such a slope near 1
+    and leaves a well-determined one (the test above) near the data's."""
+    ols, shrunk = [], []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        X_low, X_full = rng.random((40, 3)), 0.4 + 0.05 * rng.standard_normal((6, 3))
+        X, n = np.vstack([X_low, X_full]), np.array([5.0] * 40 + [40.0] * 6)
+        y = np.concatenate([_f(X_low), _f(X_full) + 0.01 * rng.standard_normal(6)])
+        ols += [a for a, _ in fit_level_maps(X, n, y, r_max=40, slope_prior=0.0).values()]
+        shrunk += [a for a, _ in fit_level_maps(X, n, y, r_max=40).values()]
+    assert len(ols) == len(shrunk) == 5
+    assert max(abs(a - 1) for a in ols) > 0.4
+    assert max(abs(a - 1) for a in shrunk) < 0.02
+
+
 def test_no_map_without_enough_full_scores_or_from_a_level_that_ranks_backwards():
     X, n, y = _levels(n_full=MIN_FULL - 1)
     assert fit_level_maps(X, n, y, r_max=40) == {}
@@ -67,3 +85,6 @@ def test_ecotune_calibrates_only_scores_told_without_instance_scores():
     assert with_inst._searching and with_inst.level_maps == {}
     assert make_opt("ecotune")._options["calibrate"] is True
     assert make_opt("ecotune", calibrate=False)._options["calibrate"] is False
+    assert make_opt("ecotune")._options["slope_prior"] == 1.0
+    with pytest.raises(ValueError, match="slope_prior"):
+        make_opt("ecotune", slope_prior=-1.0)

@@ -24,7 +24,8 @@ from ecotune.bench.suite import FRACTIONS, mean_ci
 
 BOHBS = ("bohb", "smac_bohb")
 VARIANTS = ("ecotune+narrow", "ecotune+increment", "ecotune+paper", "ecotune+finish",
-            "ecotune+level2", "ecotune+binomial", "ecotune+uncalibrated")
+            "ecotune+level2", "ecotune+binomial", "ecotune+uncalibrated",
+            "ecotune+unshrunk")
 
 
 def _peers(rows: dict[str, Any]) -> list[str]:

@@ -101,14 +101,16 @@ def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
 #: noise for scores told without per-instance scores too (``binomial``, the default until
 #: 2026-12-02, night; it differs from the default only on the function problems); lower
 #: levels taken at face value (``uncalibrated``: ``calibrate=False``, the default until
-#: 2026-12-06, :mod:`ecotune.calibration`; it too differs only on the function problems).
+#: 2026-12-06, :mod:`ecotune.calibration`; it too differs only on the function problems);
+#: calibration lines by plain least squares (``unshrunk``: ``slope_prior=0``, the default of
+#: 2026-12-06 until the prior on the slope, that evening).
 #: ``increment``, ``paper`` and ``finish`` were recorded before ``init_share`` existed, so
 #: they keep ``init_share=0``, and all of :data:`LEVEL2` before ``init_fidelity`` became
-#: r_min, and every variant before ``calibrate``: each is the default of its day with one
-#: setting changed.
+#: r_min, and every variant but ``unshrunk`` before ``calibrate``: each is the default of its
+#: day with one setting changed.
 EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune", "ecotune+increment",
                "ecotune+finish", "ecotune+narrow", "ecotune+level2", "ecotune+binomial",
-               "ecotune+uncalibrated")
+               "ecotune+uncalibrated", "ecotune+unshrunk")
 LEVEL2 = ("ecotune+paper", "ecotune+increment", "ecotune+finish", "ecotune+narrow",
           "ecotune+level2")
 
@@ -141,8 +143,10 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
         opts["init_share"] = 0.0
     elif method == "ecotune+binomial":
         opts["noise"] = "binomial"
-    if method.startswith("ecotune+"):  # all recorded before calibrate was on by default
-        opts["calibrate"] = False
+    elif method == "ecotune+unshrunk":
+        opts["slope_prior"] = 0.0
+    if method.startswith("ecotune+") and method != "ecotune+unshrunk":
+        opts["calibrate"] = False  # all recorded before calibrate was on by default
     if method in LEVEL2:  # recorded when the initial design ran at the second level
         opts["init_fidelity"] = int(fidelity_levels(bench.r_min, bench.r_max, 4)[1])
     opt = make_optimizer(method.split("+")[0], space=bench.space, budget_tokens=budget,

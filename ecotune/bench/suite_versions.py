@@ -28,7 +28,9 @@ Versions (a row without ``version`` is version 1):
 A change of EcoTune's own default needs no new version when its changed rows are re-run
 and the old ones kept under the variant that repeats them: on 2026-12-06 ``calibrate``
 changed EcoTune's rows on the function problems; they were re-run, and the rows they
-replaced are ``ecotune+uncalibrated`` (``calibrate=False``), which today's code repeats.
+replaced are ``ecotune+uncalibrated`` (``calibrate=False``), which today's code repeats;
+that evening the calibration's prior on the slope (``slope_prior``) did the same, and the
+rows it replaced are ``ecotune+unshrunk`` (``slope_prior=0``).
 
 :func:`unchanged_by` names the older rows that no later version can change, stamped without
 re-running. Version 2 could not change a version-1 row on a function problem of a method

@@ -14,9 +14,8 @@ r_max, so the study always ends with a configuration measured at r_max. Two acqu
   screen comes out above the incumbent (``completion_cost``; promotion keeps what was
   measured); the scale-free fidelity rule with τ as a ratio (default 0.5). Losing trials are
   stopped early (``prune_below`` = the incumbent's lower bound, :mod:`ecotune.pruning`).
-  Scores told without per-instance scores (no spread to know the noise from) get the
-  binomial noise times a κ chosen by marginal likelihood (``noise``), their lower levels
-  mapped onto the r_max scale first (``calibrate``: such a level can be biased).
+  Scores told without per-instance scores get the binomial noise times a κ chosen by
+  marginal likelihood (``noise``), lower levels mapped to the r_max scale (``calibrate``).
 * ``paper``: the paper's multi-fidelity GP, eq. 3 and eq. 4 with an absolute τ on EI per
   1,000 tokens at r_max (default 0.002).
 """
@@ -40,7 +39,7 @@ from ecotune.acquisition import (
     log_lookahead_ei,
     lookahead_std,
 )
-from ecotune.calibration import LevelMaps, apply_level_maps, fit_level_maps
+from ecotune.calibration import SLOPE_PRIOR, LevelMaps, apply_level_maps, fit_level_maps
 from ecotune.candidates import candidate_set
 from ecotune.cost import BoTorchTokenCost
 from ecotune.optimizers.base import Optimizer, Proposal, encoded_key, told_without_instance_scores
@@ -102,6 +101,8 @@ class EcoTuneOptimizer(Optimizer):
             scaled (a deterministic function at a fidelity). Measured on the peer benchmark.
         calibrate: with scaled noise, map each lower level onto the r_max scale first
             (:mod:`ecotune.calibration`). Default on, measured on the peer benchmark.
+        slope_prior: weight of the calibration's prior that a level's line has slope 1
+            (:mod:`ecotune.calibration`); 0 is plain least squares.
         n_levels: fidelity levels considered between r_min and r_max.
         n_candidates: Sobol candidates per ask (plus local ones around the incumbents).
     """
@@ -116,6 +117,7 @@ class EcoTuneOptimizer(Optimizer):
                  n_init: int | None = None, init_share: float = 0.25, n_levels: int = 4,
                  n_candidates: int = 512, init_fidelity: int | None = None,
                  noise: str = "auto", calibrate: bool = True,
+                 slope_prior: float = SLOPE_PRIOR,
                  initial_configs: list[dict[str, Any]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if acquisition not in ACQUISITIONS:
@@ -133,7 +135,9 @@ class EcoTuneOptimizer(Optimizer):
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
         self.noise = noise
         self.noise_scale = 1.0  # κ of the last fit (1 under binomial noise)
-        self.calibrate = bool(calibrate)
+        self.calibrate, self.slope_prior = bool(calibrate), float(slope_prior)
+        if self.slope_prior < 0:
+            raise ValueError(f"slope_prior must be >= 0, got {slope_prior}")
         self.level_maps: LevelMaps = {}  # of the last fit (ecotune.calibration)
         self.n_init = int(n_init if n_init is not None else max(4, self.space.dim // 2 + 2))
         if not 0.0 <= init_share < 1.0:
@@ -158,7 +162,7 @@ class EcoTuneOptimizer(Optimizer):
                              completion_cost=self.completion_cost,
                              screen_value=screen_value, init_share=self.init_share,
                              init_fidelity=self.init_fidelity, noise=noise,
-                             calibrate=self.calibrate)
+                             calibrate=self.calibrate, slope_prior=self.slope_prior)
 
     # ------------------------------------------------------------------ proposal
     def _propose(self) -> Proposal | None:
@@ -180,18 +184,16 @@ class EcoTuneOptimizer(Optimizer):
         return self._lookahead_step()
 
     def _candidates_used_up(self) -> bool:
-        """Every config of a finite candidate set has had a trial: the initial design would
-        only ask one again at the same fidelity (a trial that learns nothing)."""
+        """Every candidate has had a trial (the initial design would only repeat one)."""
         if self.state.candidate_X is None:
             return False
         used = self._used_keys()
         return all(encoded_key(x) in used for x in self.state.candidate_X)
 
     def _initial_budget_left(self) -> bool:
-        """The search has not started and the initial design has spent less than
-        ``init_share`` of the budget and asked fewer than ``init_share`` of ``max_trials``
-        (so the search always gets the rest of both). A warm-started study does not widen
-        its design: the earlier study explored."""
+        """The search has not started and the initial design has spent and asked less than
+        ``init_share`` of the budget and of ``max_trials`` (the search gets the rest of
+        both). A warm-started study does not widen its design: the earlier study explored."""
         budget = self.state.budget
         if (self._searching or self.state.warm_start is not None
                 or self.state.tokens_used >= self.init_share * budget.budget_tokens):
@@ -206,14 +208,11 @@ class EcoTuneOptimizer(Optimizer):
         """The incumbent's lower bound at r_max: a trial that cannot reach it stops."""
         if not self.early_stopping:
             return None
-        best = None
-        for r in self.state.results.values():
-            if r.status == TrialStatus.FAILED or r.score is None or r.n_evaluated < self.r_max:
-                continue
-            if best is None or r.score > best.score:
-                best = r
-        if best is None:
+        full = [r for r in self.state.results.values() if r.status != TrialStatus.FAILED
+                and r.score is not None and r.n_evaluated >= self.r_max]
+        if not full:
             return None
+        best = max(full, key=lambda r: r.score)  # the first of equals, as before
         scores = best.instance_scores or [float(best.score)] * best.n_evaluated
         return incumbent_floor(scores)
 
@@ -241,7 +240,7 @@ class EcoTuneOptimizer(Optimizer):
         if refit and scaled:  # κ from every score told (``noise``), fitted
             X_all, n_all, y_all = self.state.observations()  # from the prior: resumes agree
             if self.calibrate:
-                self.level_maps = fit_level_maps(X_all, n_all, y_all, self.r_max)
+                self.level_maps = fit_level_maps(X_all, n_all, y_all, self.r_max, self.slope_prior)
             y_all = apply_level_maps(self.level_maps, n_all, y_all)
             _, self.noise_scale = fit_scaled_noise_gp(X_all, y_all, n_all)
             start = None

@@ -73,11 +73,11 @@ bench-tables: install
 
 # The whole issue-#11 suite (problems x methods x 30 seeds; resumable), its report and the
 # tables of docs/benchmarks.md. mfkg (2-7 s per ask at 50 observations, a few hundred asks
-# per run: 1-22 minutes of one core on each function problem, 95 minutes on Borehole, over an
+# per run: 1-31 minutes of one core on each function problem, 95 minutes on Borehole, over an
 # hour on WingWeight) is recorded on the eight LLM problems, whose budget of two full evaluations ends
 # a run within a few asks: make bench-suite-mfkg. PYTHONHASHSEED=0: SMAC3's local search orders its start points by
 # Python's string hashes (ecotune/optimizers/smac_bohb.py), so its runs repeat only under one.
-SUITE_OPTIMIZERS ?= ecotune,ecotune+level2,ecotune+binomial,ecotune+narrow,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
+SUITE_OPTIMIZERS ?= ecotune,ecotune+level2,ecotune+binomial,ecotune+uncalibrated,ecotune+unshrunk,ecotune+narrow,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
 # SUITE_WORKERS processes of one thread each (ecotune/bench/suite_workers.py)
 SUITE_WORKERS ?= 2
 bench-suite: install

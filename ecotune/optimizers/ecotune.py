@@ -95,10 +95,11 @@ class EcoTuneOptimizer(Optimizer):
             over the second fidelity level: most configs of the LLM tables score near 0,
             and a cheap screen finds that out for more configs.
         noise: a score's noise over r instances (``lookahead``): ``binomial``, p(1 − p)/r
-            (exact for 0/1 instance scores); ``scaled``, that times κ chosen by marginal
-            likelihood (:func:`~ecotune.surrogate.fit_scaled_noise_gp`); ``auto`` (default):
-            binomial while every trial told its instance scores (LLM trials do), else
-            scaled (a deterministic function at a fidelity). Measured on the peer benchmark.
+            (one config's own sampling noise); ``scaled``, that times κ chosen by marginal
+            likelihood (:func:`~ecotune.surrogate.fit_scaled_noise_gp`; configs share their
+            instances, so their scores err together); ``auto`` (default): binomial while
+            every trial told its instance scores (LLM trials do), else scaled (a function at
+            a fidelity). Measured on the peer benchmark (``scaled`` everywhere: not taken).
         calibrate: with scaled noise, map each lower level onto the r_max scale first
             (:mod:`ecotune.calibration`). Default on, measured on the peer benchmark.
         slope_prior: weight of the calibration's prior that a level's line has slope 1

@@ -123,6 +123,48 @@ def test_a_zero_override_is_not_lost(tmp_path: Path) -> None:
     assert cfg["study"]["tau"] == 0
 
 
+def test_ecotune_settings_reach_the_optimizer(tmp_path: Path) -> None:
+    """`ecotune:` in values (defaults, a study's own map replacing them whole) -> the study
+    ConfigMap -> the components' optimizer; another optimizer's study gets none of them."""
+    from components._common import make_study_optimizer
+
+    values = tmp_path / "eco.yaml"
+    values.write_text(yaml.safe_dump({
+        "studyDefaults": {"ecotune": {"noise": "scaled", "init_share": 0.1}},
+        "studies": [GOOD_STUDY,
+                    {**GOOD_STUDY, "name": "s2", "ecotune": {"acquisition": "paper",
+                                                            "early_stopping": False}},
+                    {**GOOD_STUDY, "name": "s3", "optimizer": "random"}]}))
+    (cm,) = of_kind(render(values), "ConfigMap")
+    s1, s2, s3 = (yaml.safe_load(cm["data"][f"s{i}.yaml"]) for i in (1, 2, 3))
+    assert (s1["study"]["noise"], s1["study"]["init_share"]) == ("scaled", 0.1)
+    assert s2["study"]["acquisition"] == "paper" and s2["study"]["early_stopping"] is False
+    assert "noise" not in s2["study"] and "noise" not in s3["study"]
+    opt = make_study_optimizer(s1, str(tmp_path / "j1.jsonl"))
+    assert (opt.noise, opt.init_share) == ("scaled", 0.1)
+    opt = make_study_optimizer(s2, str(tmp_path / "j2.jsonl"))
+    assert (opt.acquisition, opt.early_stopping, opt.noise) == ("paper", False, "auto")
+
+
+def test_the_charts_ecotune_settings_are_the_librarys() -> None:
+    """Every EcoTune-only setting of the library is in the chart's values schema (τ has its
+    own field), with the same choices, so a new one cannot be forgotten there."""
+    import json
+    import typing
+
+    from ecotune.config import ECOTUNE_ONLY, EcoTuneSettings
+
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
+    for props in (schema["studyDefaults"]["properties"]["ecotune"]["properties"],
+                  schema["studies"]["items"]["properties"]["ecotune"]["properties"]):
+        assert set(props) == set(ECOTUNE_ONLY) - {"tau"}
+        for name, spec in props.items():
+            choices = [a for arg in typing.get_args(EcoTuneSettings.model_fields[name].annotation)
+                       for a in typing.get_args(arg)]
+            if "enum" in spec:
+                assert set(spec["enum"]) == set(choices), name
+
+
 # -- secrets, images, security ---------------------------------------------------------------
 SECRET_WORDS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
 
@@ -268,6 +310,8 @@ def _with(**changes) -> dict:
         ({"studies": [_with(engine={"type": "gpuEvaluator", "gpuEvaluator": {
             "acceleratorType": "NVIDIA-L4", "gpuCount": 0}})]}, "gpuCount"),
         ({"studies": [_with(searchSpace={"temprature": {"type": "float"}})]}, "searchSpace"),
+        ({"studies": [_with(ecotune={"noise": "gaussian"})]}, "ecotune"),
+        ({"studies": [_with(ecotune={"init_shar": 0.1})]}, "ecotune"),
         ({"images": {"controlPlane": {"repository": "x/y", "tag": "latest"}}}, "tag"),
         ({"s3": {"enabled": True, "existingSecret": ""}}, "existingSecret"),
         ({"s3": {"accessKey": "AKIA..."}}, "accessKey"),

@@ -182,9 +182,9 @@ class EcoTuneSettings(BaseModel):
     init_share: float | None = Field(None, ge=0, lt=1)
     #: instances each config of EcoTune's initial design is scored on (in [r_min, r_max])
     init_fidelity: int | None = Field(None, ge=1)
-    #: EcoTune's noise of a score over r instances: ``auto`` (default), ``binomial`` or
-    #: ``scaled`` (ecotune.optimizers.ecotune; measured in docs/benchmarks.md)
-    noise: Literal["auto", "binomial", "scaled"] | None = None
+    #: EcoTune's noise of a score over r instances: ``auto`` (default), ``binomial``,
+    #: ``scaled`` or ``shared`` (ecotune.optimizers.ecotune; measured in docs/benchmarks.md)
+    noise: Literal["auto", "binomial", "scaled", "shared"] | None = None
 
 
 #: the keys of :class:`EcoTuneSettings`

@@ -1,10 +1,8 @@
 """The EcoTune optimizer: GP surrogate + token-aware EI + budget control.
 
-Each ask fits a GP, takes the incumbent f*, scores candidate (config, fidelity) pairs by EI
-per expected token and picks the fidelity; when T̂ (eq. 8) says at most one more
-full-fidelity trial is affordable, the last one goes to the best predicted configuration at
-r_max, so the study always ends with a configuration measured at r_max. Two acquisitions
-(see :mod:`ecotune.acquisition`):
+Each ask fits a GP, scores candidate (config, fidelity) pairs by EI per expected token and
+picks the fidelity; when T̂ (eq. 8) affords at most one more full trial, it goes to the best
+predicted config at r_max, so a study ends with one measured there. Two acquisitions:
 
 * ``lookahead`` (default): one GP over configs, each config's prefix mean at its largest r
   as an unbiased observation with binomial noise p(1 − p)/r; EI of the posterior mean after
@@ -45,6 +43,7 @@ from ecotune.cost import BoTorchTokenCost
 from ecotune.optimizers.base import Optimizer, Proposal, encoded_key, told_without_instance_scores
 from ecotune.prompt_tokens import increment_prompt_tokens
 from ecotune.pruning import incumbent_floor
+from ecotune.shared_instances import config_instance_scores, shared_instance_kappa
 from ecotune.surrogate import (
     as_tensor,
     fidelity_to_unit,
@@ -59,7 +58,7 @@ from ecotune.trial import TrialStatus
 
 ACQUISITIONS = ("lookahead", "paper")
 SCREEN_VALUES = ("finish", "lookahead")
-NOISES = ("auto", "binomial", "scaled")
+NOISES = ("auto", "binomial", "scaled", "shared")
 DEFAULT_TAU = {"lookahead": 0.5, "paper": 0.002}
 
 
@@ -97,9 +96,10 @@ class EcoTuneOptimizer(Optimizer):
         noise: a score's noise over r instances (``lookahead``): ``binomial``, p(1 − p)/r
             (one config's own sampling noise); ``scaled``, that times κ chosen by marginal
             likelihood (:func:`~ecotune.surrogate.fit_scaled_noise_gp`; configs share their
-            instances, so their scores err together); ``auto`` (default): binomial while
-            every trial told its instance scores (LLM trials do), else scaled (a function at
-            a fidelity). Measured on the peer benchmark (``scaled`` everywhere: not taken).
+            instances, so their scores err together); ``shared``, κ measured from the shared
+            instances (:mod:`ecotune.shared_instances`; scaled without instance scores);
+            ``auto`` (default): binomial while every trial told its instance scores (LLM
+            trials do), else scaled. Measured on the peer benchmark (docs/benchmarks.md).
         calibrate: with scaled noise, map each lower level onto the r_max scale first
             (:mod:`ecotune.calibration`). Default on, measured on the peer benchmark.
         slope_prior: weight of the calibration's prior that a level's line has slope 1
@@ -186,10 +186,8 @@ class EcoTuneOptimizer(Optimizer):
 
     def _candidates_used_up(self) -> bool:
         """Every candidate has had a trial (the initial design would only repeat one)."""
-        if self.state.candidate_X is None:
-            return False
-        used = self._used_keys()
-        return all(encoded_key(x) in used for x in self.state.candidate_X)
+        used = self._used_keys() if self.state.candidate_X is not None else None
+        return used is not None and all(encoded_key(x) in used for x in self.state.candidate_X)
 
     def _initial_budget_left(self) -> bool:
         """The search has not started and the initial design has spent and asked less than
@@ -202,8 +200,7 @@ class EcoTuneOptimizer(Optimizer):
         return budget.max_trials is None or self.state.n_asked < self.init_share * budget.max_trials
 
     def _on_ask(self, trial, meta: dict[str, Any]) -> None:
-        if meta.get("phase") != "init":
-            self._searching = True
+        self._searching = self._searching or meta.get("phase") != "init"
 
     def prune_below(self) -> float | None:
         """The incumbent's lower bound at r_max: a trial that cannot reach it stops."""
@@ -243,7 +240,10 @@ class EcoTuneOptimizer(Optimizer):
             if self.calibrate:
                 self.level_maps = fit_level_maps(X_all, n_all, y_all, self.r_max, self.slope_prior)
             y_all = apply_level_maps(self.level_maps, n_all, y_all)
-            _, self.noise_scale = fit_scaled_noise_gp(X_all, y_all, n_all)
+            kappa = (shared_instance_kappa(config_instance_scores(
+                (encoded_key(self.space.encode(self.state.trials[i].config)), r)
+                for i, r in self.state.results.items())) if self.noise == "shared" else None)
+            self.noise_scale = kappa or fit_scaled_noise_gp(X_all, y_all, n_all)[1]
             start = None
         y = apply_level_maps(self.level_maps, n, y)
         model = fit_single_fidelity_gp(X, y, n, start, refit=refit,
@@ -295,7 +295,7 @@ class EcoTuneOptimizer(Optimizer):
     def _scaled_noise(self) -> bool:
         """Whether the surrogate's noise is scaled by a fitted κ (see ``noise``)."""
         if self.noise != "auto":
-            return self.noise == "scaled"
+            return self.noise in ("scaled", "shared")
         return told_without_instance_scores(self.state)
 
     def _candidates(self, X: np.ndarray, mu_obs: np.ndarray) -> np.ndarray:

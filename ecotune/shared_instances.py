@@ -1,0 +1,80 @@
+"""How much of a score's noise is a config's own, when every config answers the same instances.
+
+Every trial of a study scores its config on a prefix of one nested instance order, so the
+configs share their instances, and an instance that is easy (or hard) is easy for every
+config. The binomial variance p(1 − p)/r of one config's prefix mean then overstates how
+far two configs' scores differ by chance, and so how far a screen lies from its own
+config's full score: a surrogate that takes it at face value shrinks the best screens to
+the middle (docs/benchmarks.md, "Shared instances").
+
+The config's own part is measured from the instance scores themselves, with the additive
+(two-way) model ``s(c, i) = f(c) + b(i) + e(c, i)`` fitted by least squares over every
+(config, instance) score: ``f(c)`` the config's level, ``b(i)`` the instance's ease, which
+also absorbs how a prefix's instances differ from a longer one's. The residual variance
+(``Σ e² / (cells − configs − instances + 1)``) is the configs' own per-instance variance;
+``κ`` is that over the binomial variance ``p(1 − p)`` of the same cells, in
+``[KAPPA_FLOOR, 1]`` (a score in [0, 1] varies at most binomially): the scale of the
+surrogate's noise, a moment estimate where ``noise: scaled`` chooses ``κ`` by marginal
+likelihood (:func:`ecotune.surrogate.fit_scaled_noise_gp`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ecotune.surrogate import NOISE_SCALES
+
+#: the smallest κ (the smallest scale the marginal-likelihood search tries)
+KAPPA_FLOOR = NOISE_SCALES[-1]
+
+
+def config_instance_scores(results: Iterable[tuple[Hashable, Any]]) -> list[dict[str, float]]:
+    """``{instance id: score}`` of each config's trial with the most instance scores, from
+    ``(config key, TrialResult)`` pairs; trials told without instance scores give none."""
+    most: dict[Hashable, dict[str, float]] = {}
+    for key, res in results:
+        scores = list(res.instance_scores or [])
+        if res.score is None or not scores:
+            continue
+        ids = list(res.instance_ids or [])
+        keys = ids if len(ids) == len(scores) else [str(i) for i in range(len(scores))]
+        if len(scores) > len(most.get(key, {})):
+            most[key] = dict(zip(keys, map(float, scores), strict=True))
+    return list(most.values())
+
+
+def shared_instance_kappa(configs: Sequence[Mapping[str, float]],
+                          max_iter: int = 200) -> float | None:
+    """``κ`` = the configs' own per-instance variance over the binomial ``p(1 − p)``, from
+    each config's ``{instance id: score}``; None while the model has no residual degree of
+    freedom (no instance measured by two configs). Nested prefixes share their first
+    instance, so the design is connected and alternating least squares (Gauss–Seidel on
+    the normal equations) converges to the least-squares fit."""
+    configs = [c for c in configs if c]
+    ids = {k: j for j, k in enumerate(dict.fromkeys(k for c in configs for k in c))}
+    cfg = np.array([n for n, c in enumerate(configs) for _ in c], dtype=int)
+    inst = np.array([ids[k] for c in configs for k in c], dtype=int)
+    s = np.array([v for c in configs for v in c.values()], float)
+    dof = len(s) - len(configs) - len(ids) + 1
+    if not configs or dof <= 0:
+        return None
+    n_cfg, n_inst = np.bincount(cfg), np.bincount(inst)
+    b = np.zeros(len(ids))
+    for _ in range(max_iter):
+        f = np.bincount(cfg, s - b[inst]) / n_cfg
+        b_new = np.bincount(inst, s - f[cfg]) / n_inst
+        done = np.abs(b_new - b).max() < 1e-10
+        b = b_new
+        if done:
+            break
+    resid = s - f[cfg] - b[inst]
+    half = 0.5 / n_cfg  # p kept off 0 and 1, as a prior of half an instance each way
+    p = np.clip(np.bincount(cfg, s) / n_cfg, half, 1.0 - half)
+    shared = n_inst[inst] > 1  # an instance of one config fits exactly: no information
+    pq = float((p * (1.0 - p))[cfg][shared].mean())
+    if pq <= 0:
+        return None
+    return float(np.clip(float((resid ** 2).sum()) / dof / pq, KAPPA_FLOOR, 1.0))

@@ -97,7 +97,7 @@ class EcoTuneOptimizer(Optimizer):
             (one config's own sampling noise); ``scaled``, that times κ chosen by marginal
             likelihood (:func:`~ecotune.surrogate.fit_scaled_noise_gp`; configs share their
             instances, so their scores err together); ``shared``, κ measured from the shared
-            instances (:mod:`ecotune.shared_instances`; scaled without instance scores);
+            instances (:mod:`ecotune.shared_instances`; scaled until two configs share one);
             ``auto`` (default): binomial while every trial told its instance scores (LLM
             trials do), else scaled. Measured on the peer benchmark (docs/benchmarks.md).
         calibrate: with scaled noise, map each lower level onto the r_max scale first

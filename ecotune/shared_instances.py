@@ -24,6 +24,8 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import lsqr
 
 from ecotune.surrogate import NOISE_SCALES
 
@@ -46,13 +48,12 @@ def config_instance_scores(results: Iterable[tuple[Hashable, Any]]) -> list[dict
     return list(most.values())
 
 
-def shared_instance_kappa(configs: Sequence[Mapping[str, float]],
-                          max_iter: int = 200) -> float | None:
+def shared_instance_kappa(configs: Sequence[Mapping[str, float]]) -> float | None:
     """``κ`` = the configs' own per-instance variance over the binomial ``p(1 − p)``, from
     each config's ``{instance id: score}``; None while the model has no residual degree of
-    freedom (no instance measured by two configs). Nested prefixes share their first
-    instance, so the design is connected and alternating least squares (Gauss–Seidel on
-    the normal equations) converges to the least-squares fit."""
+    freedom (no instance measured by two configs). The least-squares fit is SciPy's LSQR
+    on the sparse design of config and instance indicators; nested prefixes share their
+    first instance, so the design is connected and its rank is configs + instances − 1."""
     configs = [c for c in configs if c]
     ids = {k: j for j, k in enumerate(dict.fromkeys(k for c in configs for k in c))}
     cfg = np.array([n for n, c in enumerate(configs) for _ in c], dtype=int)
@@ -61,20 +62,14 @@ def shared_instance_kappa(configs: Sequence[Mapping[str, float]],
     dof = len(s) - len(configs) - len(ids) + 1
     if not configs or dof <= 0:
         return None
+    rows = np.arange(len(s))
+    design = sparse.csr_array((np.ones(2 * len(s)), (np.r_[rows, rows],
+                                                     np.r_[cfg, len(configs) + inst])))
+    coef = lsqr(design, s, atol=1e-12, btol=1e-12, iter_lim=10 * design.shape[1])[0]
+    resid = s - design @ coef
     n_cfg, n_inst = np.bincount(cfg), np.bincount(inst)
-    b = np.zeros(len(ids))
-    for _ in range(max_iter):
-        f = np.bincount(cfg, s - b[inst]) / n_cfg
-        b_new = np.bincount(inst, s - f[cfg]) / n_inst
-        done = np.abs(b_new - b).max() < 1e-10
-        b = b_new
-        if done:
-            break
-    resid = s - f[cfg] - b[inst]
     half = 0.5 / n_cfg  # p kept off 0 and 1, as a prior of half an instance each way
     p = np.clip(np.bincount(cfg, s) / n_cfg, half, 1.0 - half)
     shared = n_inst[inst] > 1  # an instance of one config fits exactly: no information
     pq = float((p * (1.0 - p))[cfg][shared].mean())
-    if pq <= 0:
-        return None
     return float(np.clip(float((resid ** 2).sum()) / dof / pq, KAPPA_FLOOR, 1.0))

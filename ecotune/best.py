@@ -38,16 +38,27 @@ class _Scored(NamedTuple):
     instances: dict[str, float]  # instance id (or position) -> score; empty when not told
 
 
-def _scored(tid: Any, result: Any) -> _Scored | None:
-    """The fields of a TrialResult or its dict form, or None for a trial that counts not."""
-    get = result.get if isinstance(result, Mapping) else lambda k, d=None: getattr(result, k, d)
-    score, status, n = get("score"), str(get("status", "")), int(get("n_evaluated") or 0)
-    if score is None or status == FAILED or n <= 0:
-        return None
+def _getter(result: Any) -> Any:
+    return result.get if isinstance(result, Mapping) else lambda k, d=None: getattr(result, k, d)
+
+
+def instance_map(result: Any) -> dict[str, float]:
+    """A TrialResult's (or its dict form's) instance scores by instance id, or by position
+    where the ids are missing; empty when it was told without them."""
+    get = _getter(result)
     scores = list(get("instance_scores") or [])
     ids = list(get("instance_ids") or [])
     keys = ids if len(ids) == len(scores) else [str(i) for i in range(len(scores))]
-    return _Scored(int(tid), n, float(score), dict(zip(keys, map(float, scores), strict=True)))
+    return dict(zip(keys, map(float, scores), strict=True))
+
+
+def _scored(tid: Any, result: Any) -> _Scored | None:
+    """The fields of a TrialResult or its dict form, or None for a trial that counts not."""
+    get = _getter(result)
+    score, status, n = get("score"), str(get("status", "")), int(get("n_evaluated") or 0)
+    if score is None or status == FAILED or n <= 0:
+        return None
+    return _Scored(int(tid), n, float(score), instance_map(result))
 
 
 def beats_on_shared(challenger: Mapping[str, float], champion: Mapping[str, float],

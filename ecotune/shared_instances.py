@@ -27,6 +27,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import lsqr
 
+from ecotune.best import instance_map
 from ecotune.surrogate import NOISE_SCALES
 
 #: the smallest κ (the smallest scale the marginal-likelihood search tries)
@@ -38,13 +39,9 @@ def config_instance_scores(results: Iterable[tuple[Hashable, Any]]) -> list[dict
     ``(config key, TrialResult)`` pairs; trials told without instance scores give none."""
     most: dict[Hashable, dict[str, float]] = {}
     for key, res in results:
-        scores = list(res.instance_scores or [])
-        if res.score is None or not scores:
-            continue
-        ids = list(res.instance_ids or [])
-        keys = ids if len(ids) == len(scores) else [str(i) for i in range(len(scores))]
+        scores = instance_map(res) if res.score is not None else {}
         if len(scores) > len(most.get(key, {})):
-            most[key] = dict(zip(keys, map(float, scores), strict=True))
+            most[key] = scores
     return list(most.values())
 
 

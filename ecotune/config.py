@@ -183,8 +183,9 @@ class EcoTuneSettings(BaseModel):
     #: instances each config of EcoTune's initial design is scored on (in [r_min, r_max])
     init_fidelity: int | None = Field(None, ge=1)
     #: EcoTune's noise of a score over r instances: ``auto`` (default), ``binomial``,
-    #: ``scaled`` or ``shared`` (ecotune.optimizers.ecotune; measured in docs/benchmarks.md)
-    noise: Literal["auto", "binomial", "scaled", "shared"] | None = None
+    #: ``scaled``, ``shared`` or ``adjusted`` (ecotune.optimizers.ecotune; measured in
+    #: docs/benchmarks.md)
+    noise: Literal["auto", "binomial", "scaled", "shared", "adjusted"] | None = None
 
 
 #: the keys of :class:`EcoTuneSettings`

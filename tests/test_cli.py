@@ -72,7 +72,7 @@ def test_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ({"r_min": 9, "r_max": 8}, "r_min (9) must be <= r_max (8)"),
     ({"init_fidelity": 1000}, "init_fidelity (1000) must be within r_min"),
     ({"optimizer": "nope"}, "unknown optimizer 'nope'"),
-    ({"noise": "gaussian"}, "noise: Input should be 'auto', 'binomial', 'scaled' or 'shared'"),
+    ({"noise": "gaussian"}, "noise: Input should be 'auto', 'binomial', 'scaled', 'shared' or 'adjusted'"),
     ({"task": {"name": "chess"}}, "unknown task 'chess'"),
     ({"budget_tokens": 3}, "below the worst case of a single instance"),
     ({"r_max": 500}, "r_max (500) is larger than task"),

@@ -25,7 +25,7 @@ from ecotune.bench.suite import FRACTIONS, mean_ci
 BOHBS = ("bohb", "smac_bohb")
 VARIANTS = ("ecotune+narrow", "ecotune+increment", "ecotune+paper", "ecotune+finish",
             "ecotune+level2", "ecotune+binomial", "ecotune+uncalibrated",
-            "ecotune+unshrunk", "ecotune+scaled", "ecotune+shared")
+            "ecotune+unshrunk", "ecotune+scaled", "ecotune+shared", "ecotune+adjusted")
 
 
 def _peers(rows: dict[str, Any]) -> list[str]:

@@ -207,6 +207,21 @@ def encoded_key(x: np.ndarray) -> tuple[float, ...]:
     return tuple(np.round(np.asarray(x, float), 9))
 
 
+def per_config(X: np.ndarray, n: np.ndarray, y: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One observation per config (of ``StudyState.observations()``): its prefix mean over
+    the most instances measured (the last of equals)."""
+    best: dict[tuple[float, ...], tuple[np.ndarray, float, float]] = {}
+    for x, k, s in zip(X, n, y, strict=True):
+        key = encoded_key(x)
+        if key not in best or k >= best[key][1]:
+            best[key] = (x, k, s)
+    if not best:
+        return X, n, y
+    xs, ns, ys = zip(*best.values(), strict=True)
+    return np.stack(xs), np.array(ns, float), np.array(ys, float)
+
+
 def told_without_instance_scores(state: StudyState) -> bool:
     """Whether a scored trial came without per-instance scores: a whole-evaluation score
     (e.g. a deterministic function at a fidelity), whose noise p(1 − p)/r does not

@@ -40,10 +40,16 @@ from ecotune.acquisition import (
 from ecotune.calibration import SLOPE_PRIOR, LevelMaps, apply_level_maps, fit_level_maps
 from ecotune.candidates import candidate_set
 from ecotune.cost import BoTorchTokenCost
-from ecotune.optimizers.base import Optimizer, Proposal, encoded_key, told_without_instance_scores
+from ecotune.optimizers.base import (
+    Optimizer,
+    Proposal,
+    encoded_key,
+    per_config,
+    told_without_instance_scores,
+)
 from ecotune.prompt_tokens import increment_prompt_tokens
 from ecotune.pruning import incumbent_floor
-from ecotune.shared_instances import config_instance_scores, shared_instance_kappa
+from ecotune.shared_instances import config_instance_scores, shared_instance_kappa, two_way_levels
 from ecotune.surrogate import (
     as_tensor,
     fidelity_to_unit,
@@ -58,7 +64,7 @@ from ecotune.trial import TrialStatus
 
 ACQUISITIONS = ("lookahead", "paper")
 SCREEN_VALUES = ("finish", "lookahead")
-NOISES = ("auto", "binomial", "scaled", "shared")
+NOISES = ("auto", "binomial", "scaled", "shared", "adjusted")
 DEFAULT_TAU = {"lookahead": 0.5, "paper": 0.002}
 
 
@@ -95,9 +101,9 @@ class EcoTuneOptimizer(Optimizer):
             and a cheap screen finds that out for more configs.
         noise: a score's noise over r instances (``lookahead``): ``binomial``, p(1 − p)/r
             (one config's own sampling noise); ``scaled``, that times κ chosen by marginal
-            likelihood (:func:`~ecotune.surrogate.fit_scaled_noise_gp`; configs share their
-            instances, so their scores err together); ``shared``, κ measured from the shared
-            instances (:mod:`ecotune.shared_instances`; scaled until two configs share one);
+            likelihood (configs share their instances, so their scores err together);
+            ``shared``, κ measured from the shared instances, and ``adjusted``, that with each
+            score put on the longest prefix's instances (:mod:`ecotune.shared_instances`);
             ``auto`` (default): binomial while every trial told its instance scores (LLM
             trials do), else scaled. Measured on the peer benchmark (docs/benchmarks.md).
         calibrate: with scaled noise, map each lower level onto the r_max scale first
@@ -215,21 +221,8 @@ class EcoTuneOptimizer(Optimizer):
         return incumbent_floor(scores)
 
     # ------------------------------------------------------------------ lookahead
-    def per_config(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One observation per config: its prefix mean over the most instances measured."""
-        best: dict[tuple[float, ...], tuple[np.ndarray, float, float]] = {}
-        X, n, y = self.state.observations()
-        for x, k, s in zip(X, n, y, strict=True):
-            key = encoded_key(x)
-            if key not in best or k >= best[key][1]:
-                best[key] = (x, k, s)
-        if not best:
-            return X, n, y
-        xs, ns, ys = zip(*best.values(), strict=True)
-        return np.stack(xs), np.array(ns, float), np.array(ys, float)
-
     def _lookahead_step(self) -> Proposal | None:
-        X, n, y = self.per_config()
+        X, n, y = per_config(*self.state.observations())
         scaled = self._scaled_noise()
         n_full = int((n >= self.r_max).sum())  # a new full score moves the level maps
         refit = (self._hyper is None or len(y) < 30 or len(y) >= 1.1 * self._fitted_n
@@ -240,12 +233,14 @@ class EcoTuneOptimizer(Optimizer):
             if self.calibrate:
                 self.level_maps = fit_level_maps(X_all, n_all, y_all, self.r_max, self.slope_prior)
             y_all = apply_level_maps(self.level_maps, n_all, y_all)
-            kappa = (shared_instance_kappa(config_instance_scores(
-                (encoded_key(self.space.encode(self.state.trials[i].config)), r)
-                for i, r in self.state.results.items())) if self.noise == "shared" else None)
+            kappa = (shared_instance_kappa(list(self._instance_scores().values()))
+                     if self.noise in ("shared", "adjusted") else None)
             self.noise_scale = kappa or fit_scaled_noise_gp(X_all, y_all, n_all)[1]
             start = None
         y = apply_level_maps(self.level_maps, n, y)
+        if self.noise == "adjusted":  # each screen on the longest prefix's instances
+            levels = two_way_levels(self._instance_scores())
+            y = np.array([levels.get(encoded_key(x), v) for x, v in zip(X, y, strict=True)])
         model = fit_single_fidelity_gp(X, y, n, start, refit=refit,
                                        noise_scale=self.noise_scale)
         if refit:
@@ -295,12 +290,17 @@ class EcoTuneOptimizer(Optimizer):
     def _scaled_noise(self) -> bool:
         """Whether the surrogate's noise is scaled by a fitted κ (see ``noise``)."""
         if self.noise != "auto":
-            return self.noise in ("scaled", "shared")
+            return self.noise in ("scaled", "shared", "adjusted")
         return told_without_instance_scores(self.state)
 
+    def _instance_scores(self) -> dict[tuple[float, ...], dict[str, float]]:
+        """Each config's instance scores, keyed as the surrogate's configs are."""
+        trials = self.state.trials
+        return config_instance_scores((encoded_key(self.space.encode(trials[i].config)), r)
+                                      for i, r in self.state.results.items())
+
     def _candidates(self, X: np.ndarray, mu_obs: np.ndarray) -> np.ndarray:
-        """Sobol + local refinement around the best three, plus every observed config (so
-        promotions compete with new configs); or the finite candidate set."""
+        """Sobol + local ones around the best three + every observed config; or the finite set."""
         if self.state.candidate_X is not None:
             return self.state.candidate_X
         C = candidate_set(self.space, self._rng(self.state.n_asked, 1),

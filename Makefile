@@ -77,7 +77,7 @@ bench-tables: install
 # hour on WingWeight) is recorded on the eight LLM problems, whose budget of two full evaluations ends
 # a run within a few asks: make bench-suite-mfkg. PYTHONHASHSEED=0: SMAC3's local search orders its start points by
 # Python's string hashes (ecotune/optimizers/smac_bohb.py), so its runs repeat only under one.
-SUITE_OPTIMIZERS ?= ecotune,ecotune+level2,ecotune+binomial,ecotune+uncalibrated,ecotune+unshrunk,ecotune+scaled,ecotune+shared,ecotune+adjusted,ecotune+narrow,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
+SUITE_OPTIMIZERS ?= ecotune,ecotune+level2,ecotune+binomial,ecotune+uncalibrated,ecotune+unshrunk,ecotune+scaled,ecotune+shared,ecotune+adjusted,ecotune+last,ecotune+narrow,ecotune+increment,ecotune+paper,ecotune+finish,random,qmc,botorch,cmaes,bohb,smac_bohb,dehb,asha,tpe_hyperband,gp,tpe,eipu
 # SUITE_WORKERS processes of one thread each (ecotune/bench/suite_workers.py)
 SUITE_WORKERS ?= 2
 bench-suite: install

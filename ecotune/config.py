@@ -186,6 +186,9 @@ class EcoTuneSettings(BaseModel):
     #: ``scaled``, ``shared`` or ``adjusted`` (ecotune.optimizers.ecotune; measured in
     #: docs/benchmarks.md)
     noise: Literal["auto", "binomial", "scaled", "shared", "adjusted"] | None = None
+    #: when EcoTune asks its final full trial (eq. 8): ``paper`` (default, once T̂ ≤ 1) or
+    #: ``last`` (once the next step would leave less than the final's expected tokens)
+    final_trial: Literal["paper", "last"] | None = None
 
 
 #: the keys of :class:`EcoTuneSettings`

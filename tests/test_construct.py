@@ -132,7 +132,9 @@ def test_ecotune_only_settings_do_not_reach_other_optimizers():
                                             ("screen_value", "finish", "screen_value"),
                                             ("init_share", 0.25, "init_share"),
                                             ("init_fidelity", 7, "init_fidelity"),
-                                            ("noise", "scaled", "noise")])
+                                            ("noise", "scaled", "noise"),
+                                            ("noise", "adjusted", "noise"),
+                                            ("final_trial", "last", "final_trial")])
 def test_ecotune_only_settings_reach_the_optimizer_from_both_configs(tmp_path, key, value,
                                                                      attr):
     cfg = validate_study_config({**STUDY, key: value, "journal": str(tmp_path / "j.jsonl")})

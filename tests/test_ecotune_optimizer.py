@@ -97,6 +97,34 @@ def test_ecotune_initial_design_runs_at_init_fidelity(tmp_path):
             make_opt("ecotune", init_fidelity=bad)
 
 
+def test_final_trial_last_spends_the_rest_of_the_budget_before_the_final_trial(tmp_path):
+    """``final_trial="last"``: the final full trial of eq. 8 is asked once the step chosen
+    otherwise would leave less than the final's expected tokens, later than the paper's
+    T̂ ≤ 1 (same seed); ``paper`` asks it once T̂ ≤ 1 (or two worst cases no longer fit)."""
+    spent = {}
+    for final in ("paper", "last"):
+        journal = tmp_path / f"{final}.jsonl"
+        opt = make_opt("ecotune", journal=journal, budget=30_000, final_trial=final)
+        ev = SyntheticEvaluator(LAND)
+        while (t := opt.ask()) is not None:
+            if opt.last_decision.get("phase") == "final" and final not in spent:
+                d, budget = opt.last_decision, opt.state.budget
+                spent[final] = opt.tokens_used
+                if final == "last":
+                    assert budget.remain - d["step_tokens"] < d["expected"] <= budget.remain
+                else:
+                    worst = opt.r_max * opt.state.cost_model.worst_case_per_instance(
+                        opt.state.max_completion(t.config))
+                    assert d["t_hat"] <= 1 or budget.available < 2 * worst
+            opt.tell(t, ev.evaluate(t))
+        assert opt._options["final_trial"] == final
+        asks = [r for r in open_journal(journal).records() if r["type"] == "ask"]
+        assert sum(r["meta"].get("phase") == "final" for r in asks) == 1
+    assert spent["paper"] < spent["last"]
+    with pytest.raises(ValueError, match="final_trial must be one of"):
+        make_opt("ecotune", final_trial="first")
+
+
 def test_borehole_study_ends():
     """BoTorch's Borehole levels cost more than the cost model's per-instance worst case
     at r = 1: EcoTune seed 1 once asked trials that could not run for ever."""

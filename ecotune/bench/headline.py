@@ -25,7 +25,8 @@ from ecotune.bench.suite import FRACTIONS, mean_ci
 BOHBS = ("bohb", "smac_bohb")
 VARIANTS = ("ecotune+narrow", "ecotune+increment", "ecotune+paper", "ecotune+finish",
             "ecotune+level2", "ecotune+binomial", "ecotune+uncalibrated",
-            "ecotune+unshrunk", "ecotune+scaled", "ecotune+shared", "ecotune+adjusted")
+            "ecotune+unshrunk", "ecotune+scaled", "ecotune+shared", "ecotune+adjusted",
+            "ecotune+last")
 
 
 def _peers(rows: dict[str, Any]) -> list[str]:

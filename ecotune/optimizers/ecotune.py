@@ -22,13 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import gpytorch
 import numpy as np
-import torch
 
 from ecotune.acquisition import (
-    TokenAwareExpectedImprovement,
-    choose_fidelity,
     choose_fidelity_ratio,
     completion_cost,
     fidelity_levels,
@@ -39,7 +35,6 @@ from ecotune.acquisition import (
 )
 from ecotune.calibration import SLOPE_PRIOR, LevelMaps, apply_level_maps, fit_level_maps
 from ecotune.candidates import candidate_set
-from ecotune.cost import BoTorchTokenCost
 from ecotune.optimizers.base import (
     Optimizer,
     Proposal,
@@ -47,13 +42,12 @@ from ecotune.optimizers.base import (
     per_config,
     told_without_instance_scores,
 )
+from ecotune.optimizers.paper_step import PaperStep
 from ecotune.prompt_tokens import increment_prompt_tokens
 from ecotune.pruning import incumbent_floor
 from ecotune.shared_instances import config_instance_scores, shared_instance_kappa, two_way_levels
 from ecotune.surrogate import (
-    as_tensor,
     fidelity_to_unit,
-    fit_multi_fidelity_gp,
     fit_scaled_noise_gp,
     fit_single_fidelity_gp,
     hyperparameters,
@@ -65,10 +59,11 @@ from ecotune.trial import TrialStatus
 ACQUISITIONS = ("lookahead", "paper")
 SCREEN_VALUES = ("finish", "lookahead")
 NOISES = ("auto", "binomial", "scaled", "shared", "adjusted")
+FINAL_TRIALS = ("paper", "last")
 DEFAULT_TAU = {"lookahead": 0.5, "paper": 0.002}
 
 
-class EcoTuneOptimizer(Optimizer):
+class EcoTuneOptimizer(PaperStep, Optimizer):
     """Token-aware multi-fidelity Bayesian optimisation.
 
     Args:
@@ -110,6 +105,10 @@ class EcoTuneOptimizer(Optimizer):
             (:mod:`ecotune.calibration`). Default on, measured on the peer benchmark.
         slope_prior: weight of the calibration's prior that a level's line has slope 1
             (:mod:`ecotune.calibration`); 0 is plain least squares.
+        final_trial: when the final full trial of eq. 8 is asked: ``paper`` (default), once
+            T̂ = ⌊B_remain / E[T]⌋ ≤ 1 (or two worst cases no longer fit); ``last``, once the
+            step chosen otherwise would leave less than the final's expected tokens, so the
+            rest of the budget informs the final's pick instead of following it.
         n_levels: fidelity levels considered between r_min and r_max.
         n_candidates: Sobol candidates per ask (plus local ones around the incumbents).
     """
@@ -124,7 +123,7 @@ class EcoTuneOptimizer(Optimizer):
                  n_init: int | None = None, init_share: float = 0.25, n_levels: int = 4,
                  n_candidates: int = 512, init_fidelity: int | None = None,
                  noise: str = "auto", calibrate: bool = True,
-                 slope_prior: float = SLOPE_PRIOR,
+                 slope_prior: float = SLOPE_PRIOR, final_trial: str = "paper",
                  initial_configs: list[dict[str, Any]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if acquisition not in ACQUISITIONS:
@@ -141,6 +140,9 @@ class EcoTuneOptimizer(Optimizer):
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
         self.noise = noise
+        if final_trial not in FINAL_TRIALS:
+            raise ValueError(f"final_trial must be one of {FINAL_TRIALS}, got {final_trial!r}")
+        self.final_trial = final_trial
         self.noise_scale = 1.0  # κ of the last fit (1 under binomial noise)
         self.calibrate, self.slope_prior = bool(calibrate), float(slope_prior)
         if self.slope_prior < 0:
@@ -169,7 +171,8 @@ class EcoTuneOptimizer(Optimizer):
                              completion_cost=self.completion_cost,
                              screen_value=screen_value, init_share=self.init_share,
                              init_fidelity=self.init_fidelity, noise=noise,
-                             calibrate=self.calibrate, slope_prior=self.slope_prior)
+                             calibrate=self.calibrate, slope_prior=self.slope_prior,
+                             final_trial=final_trial)
 
     # ------------------------------------------------------------------ proposal
     def _propose(self) -> Proposal | None:
@@ -265,6 +268,7 @@ class EcoTuneOptimizer(Optimizer):
                                        np.maximum(delta, 1).reshape(-1),
                                        prompt_tokens=increment_prompt_tokens(
                                            self.state.prompt_tokens, configs, done, levels))
+        step_cost = cost.reshape(len(C), L)  # a step's own instances (not finishing)
         if self.completion_cost:
             cost = completion_cost(cost.reshape(len(C), L), np.repeat(mu, L),
                                    lookahead_std(np.repeat(sd, L), noise), f_star + xi
@@ -277,7 +281,8 @@ class EcoTuneOptimizer(Optimizer):
         utility = log_eipt + (1.0 - cool) * np.log(cost).reshape(len(C), L)
         c = int(np.unravel_index(int(np.argmax(utility)), utility.shape)[0])
         li = choose_fidelity_ratio(log_eipt[c], self.tau)
-        final = self._final_choice(model, X, n, f_star, lambda P: posterior_mean_std(model, P))
+        final = self._final_choice(model, X, n, f_star, lambda P: posterior_mean_std(model, P),
+                                   float(step_cost[c, li]))
         if final is not None:
             return final
         self.last_decision = {
@@ -319,10 +324,11 @@ class EcoTuneOptimizer(Optimizer):
         return np.array([most.get(encoded_key(c), 0) for c in C], float)
 
     def _final_choice(self, model, X: np.ndarray, n: np.ndarray, f_star: float,
-                      predict) -> Proposal | None:
-        """Eq. 8: when the budget affords at most one more full trial, it goes to the
-        observed config not yet at r_max in this study (a warm start's prior champion too:
-        the answer counts this study's trials only) with the best predicted full score."""
+                      predict, step_cost: float) -> Proposal | None:
+        """Eq. 8: when the budget affords at most one more full trial (``final_trial``), it goes
+        to the observed config not yet at r_max in this study (a warm start's prior champion
+        too: the answer counts this study's trials only) with the best predicted full score.
+        ``step_cost``: the expected tokens of the step chosen otherwise."""
         if self._final_done:
             return None
         here = self._measured_counts(X)
@@ -333,60 +339,15 @@ class EcoTuneOptimizer(Optimizer):
         max_tok = self.state.max_completion(self.space.decode(final_x) | self.fixed)
         expected = float(self.state.cost_model.predict(final_x[None], [max_tok], self.r_max)[0])
         worst = self.r_max * self.state.cost_model.worst_case_per_instance(max_tok)
-        t_hat = self.state.budget.t_hat(expected)
-        if t_hat <= 1 or self.state.budget.available < 2 * worst:
+        t_hat, budget = self.state.budget.t_hat(expected), self.state.budget
+        if (budget.remain - step_cost < expected if self.final_trial == "last"
+                else t_hat <= 1 or budget.available < 2 * worst):
             self._final_done = True
             self.last_decision = {"phase": "final", "f_star": f_star, "t_hat": t_hat,
-                                  "eta": self.state.budget.eta, "fidelity": self.r_max}
+                                  "eta": budget.eta, "fidelity": self.r_max,
+                                  "expected": expected, "step_tokens": step_cost}
             return self.space.decode(final_x), self.r_max, dict(self.last_decision)
         return None
-
-    # ------------------------------------------------------------------ paper
-    def _paper_step(self, X: np.ndarray, n: np.ndarray, y: np.ndarray) -> Proposal | None:
-        """The paper's eq. 3 and 4 over a multi-fidelity GP on every (config, r) observed."""
-        s = fidelity_to_unit(n, self.r_min, self.r_max)
-        refit = self._hyper is None or len(y) < 30 or len(y) >= 1.1 * self._fitted_n
-        model = fit_multi_fidelity_gp(X, s, y, n, self._hyper, refit=refit)
-        if refit:
-            self._hyper, self._fitted_n = hyperparameters(model), len(y)
-
-        def at_full(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return posterior_mean_std(model, np.column_stack([P, np.ones(len(P))]))
-
-        mu_full, _ = at_full(X)
-        f_star = float(mu_full.max())
-        C = self._candidates(X, mu_full)
-        levels, L = self.levels, len(self.levels)
-        Z = np.column_stack([np.repeat(C, L, axis=0),
-                             np.tile(fidelity_to_unit(levels, self.r_min, self.r_max), len(C))])
-        cost_model = BoTorchTokenCost(self.state.cost_model, self.space, self.state.max_completion,
-                                    self.r_min, self.r_max, self.fixed)
-        with torch.no_grad():
-            cost = cost_model(as_tensor(Z)).squeeze(-1).numpy()
-        xi = self.state.budget.eta * float(np.std(y) if len(y) > 1 else 0.0)
-        acqf = TokenAwareExpectedImprovement(model, best_f=f_star, cost=cost_model, xi=xi)
-        with torch.no_grad(), gpytorch.settings.fast_pred_var():
-            log_eipt = acqf.log_ei_per_token(as_tensor(Z).unsqueeze(-2)).numpy()
-        penalty = self._pending_penalty(Z, model, fidelity=True)
-        # a (config, r) pair whose config already ran (or runs) at >= r re-measures nothing
-        done = self._measured_counts(C)[:, None] >= levels[None, :]
-        if done.all():
-            return None
-        penalty = np.where(done.reshape(-1), -np.inf, penalty)
-        eipt_k = np.exp(log_eipt + penalty).reshape(len(C), L) * 1000.0  # per 1,000 tokens
-        budget = self.state.budget
-        cool = max(budget.remain, 0) / budget.budget_tokens
-        utility = (log_eipt + penalty + (1.0 - cool) * np.log(cost)).reshape(len(C), L)
-        c, li, promoted = choose_fidelity(eipt_k, self.tau, utility=utility)
-        final = self._final_choice(model, X, n, f_star, at_full)
-        if final is not None:
-            return final
-        self.last_decision = {"phase": "promote" if promoted else "explore", "f_star": f_star,
-                              "t_hat": budget.t_hat(float(cost.reshape(len(C), L)[c, -1])),
-                              "eipt_full_per_1k": float(eipt_k[:, -1].max()),
-                              "eipt_best_per_1k": float(eipt_k.max()), "eta": budget.eta,
-                              "fidelity": int(levels[li])}
-        return self.space.decode(C[c]), int(levels[li]), dict(self.last_decision)
 
     def _pending_penalty(self, Z: np.ndarray, model, fidelity: bool = False) -> np.ndarray:
         """Local penalisation of running trials' points so parallel asks spread out."""

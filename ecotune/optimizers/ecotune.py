@@ -15,7 +15,7 @@ predicted config at r_max, so a study ends with one measured there. Two acquisit
   Scores told without per-instance scores get the binomial noise times a κ chosen by
   marginal likelihood (``noise``), lower levels mapped to the r_max scale (``calibrate``).
 * ``paper``: the paper's multi-fidelity GP, eq. 3 and eq. 4 with an absolute τ on EI per
-  1,000 tokens at r_max (default 0.002).
+  1,000 tokens at r_max (default 0.002); :mod:`ecotune.optimizers.paper_step`.
 """
 
 from __future__ import annotations
@@ -96,9 +96,11 @@ class EcoTuneOptimizer(PaperStep, Optimizer):
             and a cheap screen finds that out for more configs.
         noise: a score's noise over r instances (``lookahead``): ``binomial``, p(1 − p)/r
             (one config's own sampling noise); ``scaled``, that times κ chosen by marginal
-            likelihood (configs share their instances, so their scores err together);
-            ``shared``, κ measured from the shared instances, and ``adjusted``, that with each
-            score put on the longest prefix's instances (:mod:`ecotune.shared_instances`);
+            likelihood (:func:`~ecotune.surrogate.fit_scaled_noise_gp`; configs share their
+            instances, so their scores err together); ``shared``, κ measured from the shared
+            instances (:mod:`ecotune.shared_instances`; scaled until two configs share one);
+            ``adjusted``, as ``shared``, and each config's score its two-way level on the
+            longest prefix (its screen corrected for how easy its instances were);
             ``auto`` (default): binomial while every trial told its instance scores (LLM
             trials do), else scaled. Measured on the peer benchmark (docs/benchmarks.md).
         calibrate: with scaled noise, map each lower level onto the r_max scale first
@@ -305,7 +307,8 @@ class EcoTuneOptimizer(PaperStep, Optimizer):
                                       for i, r in self.state.results.items())
 
     def _candidates(self, X: np.ndarray, mu_obs: np.ndarray) -> np.ndarray:
-        """Sobol + local ones around the best three + every observed config; or the finite set."""
+        """Sobol + local refinement around the best three, plus every observed config (so
+        promotions compete with new configs); or the finite candidate set."""
         if self.state.candidate_X is not None:
             return self.state.candidate_X
         C = candidate_set(self.space, self._rng(self.state.n_asked, 1),

@@ -7,6 +7,8 @@ Kept beside the default ``lookahead`` step, which replaced it on the peer benchm
 
 from __future__ import annotations
 
+from typing import Any
+
 import gpytorch
 import numpy as np
 import torch
@@ -14,6 +16,7 @@ import torch
 from ecotune.acquisition import TokenAwareExpectedImprovement, choose_fidelity
 from ecotune.cost import BoTorchTokenCost
 from ecotune.optimizers.base import Proposal
+from ecotune.optimizers.state import StudyState
 from ecotune.surrogate import (
     as_tensor,
     fidelity_to_unit,
@@ -26,6 +29,14 @@ from ecotune.surrogate import (
 class PaperStep:
     """Mixed into EcoTuneOptimizer: ``_paper_step`` uses its fitted hyperparameters,
     candidates, measured counts, pending penalty and final choice."""
+
+    # what the step reads of the optimizer it is mixed into
+    state: StudyState
+    levels: np.ndarray
+    tau: float
+    _hyper: dict[str, Any] | None
+    _fitted_n: int
+    last_decision: dict[str, Any]
 
     def _paper_step(self, X: np.ndarray, n: np.ndarray, y: np.ndarray) -> Proposal | None:
         """The paper's eq. 3 and 4 over a multi-fidelity GP on every (config, r) observed."""

@@ -155,6 +155,21 @@ def test_restricted_replay_only_runs_table_configs(table: Table, method: str) ->
     assert out["tokens_used"] <= 12_000 and out["over_limit"] == 0
 
 
+def test_a_replay_that_buys_nothing_more_stops_as_stalled(table: Table) -> None:
+    """With a budget no table can absorb, Syne Tune's BOHB over the table's 24 configs
+    soon asks only configs it has measured, whose answers are reused for free: the replay
+    stops ``stalled`` after STALL such trials in a row instead of running for ever."""
+    from ecotune.bench.report import Bench, replay_one
+    from ecotune.bench.runs import STALL
+
+    bench = Bench("t", table.space, 3, 40, lambda seed: ReplayEvaluator(table), table.true_score,
+                  float(table.true_scores.max()), "best", {}, table)
+    out = replay_one(bench, "bohb", seed=0, budget=10**7, restrict=True)
+    tokens = [t for t, _ in out["trajectory"]]
+    assert out["stop_reason"] == "stalled" and out["tokens_used"] < 10**7
+    assert tokens[-STALL - 1:] == [tokens[-1]] * (STALL + 1) and tokens[-STALL - 2] < tokens[-1]
+
+
 def test_restrict_needs_a_table(tmp_path, capsys) -> None:
     from ecotune.bench.cli import main
 

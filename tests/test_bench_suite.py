@@ -98,7 +98,7 @@ def test_summary_statistics() -> None:
 def test_headline_counts_target_cells_token_ratios_and_pairs() -> None:
     """The report's headline: EcoTune against every peer per (problem, budget point), its
     tokens to the best peer's final score over each BOHB's, and seed-paired differences."""
-    from ecotune.bench.headline import headline, paired, target_cells, token_ratio
+    from ecotune.bench.headline import headline, paired, target_cells, token_ratio, token_target
 
     def run(p, m, seed, traj):
         return {"problem": p, "method": m, "seed": seed, "budget": 100, "tokens_used": 100,
@@ -125,6 +125,35 @@ def test_headline_counts_target_cells_token_ratios_and_pairs() -> None:
     assert pair[2] == "| a | ecotune+paper | 30 | +0.095 ± 0.002 | 30 / 0 |"
     md = "\n".join(headline(runs, s))
     assert "**2 of 3 cells**" in md and "helm" not in md
+    assert token_target(s) == (0, 1, 1)  # 0.50 of smac_bohb's tokens: missed
+    assert token_target(s, at_most=0.6) == (0, 0, 1)  # bohb never within the budget
+    # bohb run to 5x the budget: its median run holds 0.8 from 400 tokens (3 seeds of 5)
+    long = [run("a", "bohb", seed, [[10, 0.5], [400 if seed < 3 else 450, 0.8]])
+            for seed in range(5)]
+    s5 = summarise(runs, {5.0: long})
+    assert s5["problems"]["a"]["bohb"]["horizon"]["seeds"] == 5
+    assert token_ratio(s5["problems"]["a"], "bohb", "smac_bohb") == "0.10"  # 40 / 400
+    assert token_target(s5, at_most=0.6) == (1, 1, 1)  # 0.10 and 0.50
+    # a bohb that does not get there within 5 budgets bounds the ratio: < 40 / 500
+    never = summarise(runs, {5.0: [dict(r, trajectory=[[10, 0.5]]) for r in long]})
+    assert token_ratio(never["problems"]["a"], "bohb", "smac_bohb") == "< 0.08"
+    assert token_target(never, at_most=0.6) == (1, 1, 1)  # a bound within it decides
+    md5 = "\n".join(headline(runs, s5))
+    assert "tokens to the best peer's final at most 20% of both BOHBs': **0 of the 1" in md5
+    assert "| 0.10 (5× budget: 5 seeds) | 0.50 |" in md5
+
+
+def test_a_longer_horizon_extends_the_same_smac_bohb_run() -> None:
+    """The token budget only ends SMAC3's BOHB study, so its run to twice the budget is the
+    budgeted run continued (the last trial, cut by the budget, then runs whole): the
+    horizon runs measure the tokens the budgeted run would have needed. (Syne Tune's:
+    tests/test_bench.py.)"""
+    bench = load_bench("branin")
+    budget = 20_000
+    short = replay_one(bench, "smac_bohb", 0, budget)["trajectory"]
+    long = replay_one(bench, "smac_bohb", 0, 2 * budget)["trajectory"]
+    assert len(long) > len(short) > 5
+    assert long[:len(short) - 1] == short[:-1]
 
 
 def test_suite_smoke_runs_resumes_and_rejects_bad_input(tmp_path: Path) -> None:
@@ -146,7 +175,17 @@ def test_suite_smoke_runs_resumes_and_rejects_bad_input(tmp_path: Path) -> None:
     assert main(["suite", "--smoke", "--seeds", "2", "--out", str(out)]) == 0
     assert (out / "runs.jsonl.gz").read_bytes() == before  # resumed: nothing re-run
     assert main(["suite", "--smoke", "--optimizers", "nope", "--out", str(out)]) == 2
+    assert main(["suite", "--smoke", "--horizon", "0.5", "--out", str(out)]) == 2
     assert (out / "runs.jsonl.gz").read_bytes() == before
+    # BOHB to twice the budget: its own file, the table's ratio from it, the rest unchanged
+    assert main(["suite", "--smoke", "--seeds", "2", "--optimizers", "bohb", "--horizon", "2",
+                 "--out", str(out)]) == 0
+    long = read_runs(out / "runs-2x.jsonl.gz")
+    assert len(long) == 4 and {r["budget"] for r in long} == {
+        2 * r["budget"] for r in runs if r["method"] == "bohb"}
+    assert (out / "runs.jsonl.gz").read_bytes() == before
+    assert json.loads((out / "summary.json").read_text())["problems"]["branin"]["bohb"][
+        "horizon"]["h"] == 2.0
     # the docs get the report's tables between their markers, the rest untouched
     docs = tmp_path / "bench.md"
     docs.write_text("# Intro\n<!-- suite:begin -->\nold table\n<!-- suite:end -->\nTail\n")

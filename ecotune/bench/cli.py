@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--workers", type=int, default=1,
                    help="processes of one thread each (ecotune.bench.suite_workers)")
     u.add_argument("--optimizers", default=None, help="comma list (default: every method)")
+    u.add_argument("--horizon", type=float, default=1.0,
+                   help="run to this many times each budget, into runs-<h>x.jsonl.gz: BOHB's "
+                        "tokens to a target the budget cuts off (the report's token ratio)")
     u.add_argument("--smoke", action="store_true", help="2 problems, cheap methods (CI)")
     u.add_argument("--report-only", action="store_true", help="rebuild the report, run nothing")
     u.add_argument("--docs", default=None,
@@ -128,9 +131,10 @@ def _suite(args: argparse.Namespace) -> int:
     from ecotune.bench.runs import EXPERIMENTS
 
     bad = [m for m in methods if (m not in OPTIMIZERS and m not in EXPERIMENTS) or m == "helm"]
-    if bad or args.seeds < 1 or args.workers < 1:
+    if bad or args.seeds < 1 or args.workers < 1 or not args.horizon >= 1:
         print(f"ecotune bench suite: unknown optimizers {bad}" if bad else
-              "ecotune bench suite: --seeds and --workers must be >= 1", file=sys.stderr)
+              "ecotune bench suite: --seeds and --workers must be >= 1, --horizon too",
+              file=sys.stderr)
         return 2
     try:
         if args.report_only:
@@ -138,7 +142,7 @@ def _suite(args: argparse.Namespace) -> int:
         else:
             probs = args.problems.split(",") if args.problems else None
             md = run_suite(args.out, seeds=args.seeds, problems=probs, methods=methods,
-                           smoke=args.smoke, workers=args.workers)
+                           smoke=args.smoke, workers=args.workers, horizon=args.horizon)
         if args.docs:
             splice_docs(md, Path(args.docs))
     except RunsFailed as e:  # the other runs are recorded and in the report; docs untouched

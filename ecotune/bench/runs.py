@@ -181,23 +181,35 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
     return out
 
 
+#: a replay stops (``stalled``) after this many trials in a row that bought nothing: on a
+#: finite table a method can keep asking configs whose answers it already has, for free
+#: (Syne Tune's BOHB at five budgets on the 49-config tables), and never spend its budget.
+#: No recorded run at the budget asked more than 61 in a row.
+STALL = 200
+
+
 def run_to_end(opt: Any, ev: Any, true_score: Callable[[dict[str, Any] | None], float]
                ) -> tuple[list[tuple[int, float]], int]:
-    """Ask, evaluate and tell until the optimizer stops; returns the anytime trajectory
-    (tokens spent, true score of the incumbent after each trial) and how many trials
-    spent more than their token limit."""
+    """Ask, evaluate and tell until the optimizer stops (or stalls: :data:`STALL`); returns
+    the anytime trajectory (tokens spent, true score of the incumbent after each trial) and
+    how many trials spent more than their token limit."""
     traj: list[tuple[int, float]] = []
     scores: dict[str, float] = {}  # true score per incumbent (some are costly to score)
-    over_limit = 0
+    over_limit = free = 0
     while (trial := opt.ask()) is not None:
         res = ev.evaluate(trial)
         over_limit += res.tokens > trial.token_limit
+        spent = opt.tokens_used
         opt.tell(trial, result=res)
         cfg, _ = opt.best()
         key = json.dumps(cfg, sort_keys=True, default=str)
         if key not in scores:
             scores[key] = true_score(cfg)
         traj.append((opt.tokens_used, scores[key]))
+        free = free + 1 if opt.tokens_used == spent else 0
+        if free >= STALL:
+            opt.state.stop_reason = "stalled"
+            break
     return traj, int(over_limit)
 
 

@@ -11,11 +11,12 @@ The protocol is fixed here, before any result (issue #11):
   the LLM tables (so screening every table config is impossible), 50K tokens on synthetic;
 * every method with the same accounting and token limits (the replay of
   :mod:`ecotune.bench.runs`); seeds ``0 .. S−1``; no method starts from the HELM default;
-* measures: the incumbent's true score (full fidelity; on an LLM table, its mean over
-  the last quarter of the instances, which no method tunes on) at 25/50/100% of the budget, mean and 95% t-interval over seeds; the average rank
-  of each method across problems at those points (the HPOBench / HPO-B summary);
-  tokens each method needs until its incumbent reaches each peer's mean final score;
-  anytime regret curves; the largest spend/budget of any run.
+* measures: the incumbent's true score (full fidelity; on an LLM table, its mean over the
+  last quarter of the instances, which no method tunes on) at 25/50/100% of the budget,
+  mean and 95% t-interval over seeds; the average rank of each method across problems at
+  those points (the HPOBench / HPO-B summary); tokens each method needs until its
+  incumbent reaches each peer's mean final score (the BOHBs' also from runs to 5 budgets,
+  ``--horizon``); anytime regret curves; the largest spend/budget of any run.
 
 Runs are appended to ``<out>/runs.jsonl.gz`` (one gzip member per run, so a kill loses at
 most the run being written) as they finish and skipped when present, so the suite resumes
@@ -54,6 +55,8 @@ TABLES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "tables"
 FRACTIONS = (0.25, 0.5, 1.0)
 #: the recorded runs, in the suite's folder
 RUNS = "runs.jsonl.gz"
+#: BOHB's runs to a longer horizon, for the token ratio (:func:`horizon_runs`)
+HORIZON_RUNS = "runs-{h:g}x.jsonl.gz"
 #: the surrogates' cross-validation, cached in the suite's folder by table file size
 SURROGATES = "surrogates.json"
 
@@ -99,14 +102,17 @@ def collected(path: str | Path) -> bool:
 
 def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = None,
               methods: tuple[str, ...] | list[str] = METHODS, smoke: bool = False,
-              workers: int = 1) -> Path:
+              workers: int = 1, horizon: float = 1.0) -> Path:
     """Run what is missing (in ``workers`` processes: :mod:`ecotune.bench.suite_workers`),
-    then write the report; returns its path."""
+    then write the report; returns its path. ``horizon`` > 1 runs to that many times each
+    problem's budget, into their own file (:func:`horizon_runs`)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, not {workers}")
+    if not horizon >= 1.0:
+        raise ValueError(f"horizon must be >= 1, not {horizon}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / RUNS
+    path = out / (RUNS if horizon == 1.0 else HORIZON_RUNS.format(h=horizon))
     compact(path)
     done = {key(r) for r in latest(read_runs(path)) if version(r) == SUITE_VERSION}
     names = problems or suite_problems(smoke)
@@ -114,7 +120,8 @@ def run_suite(out: str | Path, seeds: int = 30, problems: list[str] | None = Non
         log.warning("smac_bohb's runs follow Python's string hashes (ecotune.optimizers."
                     "smac_bohb): the recorded ones were run with PYTHONHASHSEED=0")
     benches = {n: load_bench(n, held_out=True) for n in names}
-    jobs = [(n, m, seed, problem_budget(n, benches[n], 0.25 if smoke else 1.0), _kind(n))
+    scale = (0.25 if smoke else 1.0) * horizon
+    jobs = [(n, m, seed, problem_budget(n, benches[n], scale), _kind(n))
             for seed in range(seeds)  # seeds outermost: a cut-short suite still covers every cell
             for n in names for m in methods if (benches[n].name, m, seed) not in done]
     try:
@@ -176,9 +183,11 @@ def mean_ci(x: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(student.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]],
+              longer: dict[float, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Per problem and method: scores at each budget fraction (mean, CI), tokens to each
-    peer's mean final score; across problems: average ranks; and the largest spend."""
+    peer's mean final score (also over the runs to a longer horizon, ``longer``: see
+    :func:`horizon_runs`); across problems: average ranks; and the largest spend."""
     by: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for r in runs:
         by.setdefault(r["problem"], {}).setdefault(r["method"], []).append(r)
@@ -186,14 +195,18 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for p, ms in by.items():
         rows = {}
         for m, rs in ms.items():
-            rows[m] = {"seeds": len(rs), "kind": rs[0].get("kind"), "oracle": rs[0]["oracle"]}
+            rows[m] = {"seeds": len(rs), "kind": rs[0].get("kind"), "oracle": rs[0]["oracle"],
+                       "budget": rs[0]["budget"]}
             for f in FRACTIONS:
                 rows[m][f"at{int(f * 100)}"] = mean_ci([score_at(r, f * r["budget"]) for r in rs])
-        finals = {m: rows[m]["at100"][0] for m in rows}
+        finals = {m: rows[m]["at100"][0] for m in rows if not math.isnan(rows[m]["at100"][0])}
         for m, rs in ms.items():
-            rows[m]["tokens_to"] = {
-                peer: float(np.median([tokens_to_target(r["trajectory"], tgt) for r in rs]))
-                for peer, tgt in finals.items() if not math.isnan(tgt)}
+            rows[m]["tokens_to"] = _tokens_to(rs, finals)
+        for h, long in sorted((longer or {}).items()):  # the longest horizon last, kept
+            for m in rows:
+                if rs := [r for r in long if r["problem"] == p and r["method"] == m]:
+                    rows[m]["horizon"] = {"h": h, "seeds": len(rs),
+                                          "tokens_to": _tokens_to(rs, finals)}
         table[p] = rows
     spend = max((r["tokens_used"] / r["budget"] for r in runs), default=float("nan"))
     return {"problems": table, "ranks": _ranks(table, lambda m: True),
@@ -203,6 +216,21 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "fallbacks": {m: [sum(r.get("fallbacks", 0) for r in runs if r["method"] == m),
                               sum(r.get("fallbacks", 0) > 0 for r in runs if r["method"] == m)]
                           for m in sorted({r["method"] for r in runs if "fallbacks" in r})}}
+
+
+def _tokens_to(runs: list[dict[str, Any]], targets: dict[str, float]) -> dict[str, float]:
+    """Median over ``runs`` of the tokens until the incumbent stays at each target."""
+    return {peer: float(np.median([tokens_to_target(r["trajectory"], t) for r in runs]))
+            for peer, t in targets.items()}
+
+
+def horizon_runs(out: Path) -> dict[float, list[dict[str, Any]]]:
+    """Runs to ``h`` times the budget (``ecotune bench suite --horizon h``), by ``h``. A BOHB
+    run that does not reach a target within the budget needs more; the same run continued
+    (the token budget only ends a BOHB's study: tests/test_bench_suite.py) says how many,
+    so the paper's token ratio is a number, or a bound ``< e / (h·B)``."""
+    return {float(p.name.removeprefix("runs-").removesuffix("x.jsonl.gz")):
+            latest(read_runs(p)) for p in sorted(out.glob("runs-*x.jsonl.gz"))}
 
 
 def _ranks(table: dict[str, Any], keep: Any) -> dict[str, dict[str, float]]:
@@ -246,7 +274,7 @@ def write_report(out: Path) -> Path:
 
     runs = latest(read_runs(out / RUNS))
     stamp(runs)  # in memory: the rows the current version records identically
-    s = summarise(runs)
+    s = summarise(runs, horizon_runs(out))
     (out / "summary.json").write_text(json.dumps(s, indent=1, default=str))
     L = ["# EcoTune benchmark suite", "",
          f"{len(runs)} runs. Scores are the incumbent's true full-fidelity score; mean ± "

@@ -127,11 +127,16 @@ def test_headline_counts_target_cells_token_ratios_and_pairs() -> None:
     assert "**2 of 3 cells**" in md and "helm" not in md
     assert token_target(s) == (0, 1, 1)  # 0.50 of smac_bohb's tokens: missed
     assert token_target(s, at_most=0.6) == (0, 0, 1)  # bohb never within the budget
-    # bohb run to 5x the budget: its median run holds 0.8 from 400 tokens (3 seeds of 5)
-    long = [run("a", "bohb", seed, [[10, 0.5], [400 if seed < 3 else 450, 0.8]])
-            for seed in range(5)]
+    # bohb run to 5x the budget: its median run holds 0.8 from 400 tokens (17 seeds of 30);
+    # used once every seed the budgeted rows have is there
+    long = [run("a", "bohb", seed, [[10, 0.5], [400 if seed < 17 else 450, 0.8]])
+            for seed in range(30)]
+    part = summarise(runs, {5.0: long[:29]})
+    assert token_ratio(part["problems"]["a"], "bohb", "smac_bohb") == "bohb never"
+    assert "| bohb never (5× budget: 29 of 30 seeds, not used) |" in "\n".join(
+        headline(runs, part))
     s5 = summarise(runs, {5.0: long})
-    assert s5["problems"]["a"]["bohb"]["horizon"]["seeds"] == 5
+    assert s5["problems"]["a"]["bohb"]["horizon"]["seeds"] == 30
     assert token_ratio(s5["problems"]["a"], "bohb", "smac_bohb") == "0.10"  # 40 / 400
     assert token_target(s5, at_most=0.6) == (1, 1, 1)  # 0.10 and 0.50
     # a bohb that does not get there within 5 budgets bounds the ratio: < 40 / 500
@@ -140,7 +145,7 @@ def test_headline_counts_target_cells_token_ratios_and_pairs() -> None:
     assert token_target(never, at_most=0.6) == (1, 1, 1)  # a bound within it decides
     md5 = "\n".join(headline(runs, s5))
     assert "tokens to the best peer's final at most 20% of both BOHBs': **0 of the 1" in md5
-    assert "| 0.10 (5× budget: 5 seeds) | 0.50 |" in md5
+    assert "| 0.10 (5× budget: 30 seeds) | 0.50 |" in md5
 
 
 def test_a_longer_horizon_extends_the_same_smac_bohb_run() -> None:

@@ -47,7 +47,7 @@ def _ratio(rows: dict[str, Any], bohb: str, target: str) -> tuple[float, bool, s
     if "ecotune" not in rows or bohb not in rows or target not in rows:
         return nan, False, "n/a"
     e = rows["ecotune"]["tokens_to"].get(target, nan)
-    long = rows[bohb].get("horizon")
+    long = _complete_horizon(rows[bohb])
     b = (long or rows[bohb])["tokens_to"].get(target, nan)
     if math.isinf(e):  # EcoTune never gets there: infinitely worse, unless neither does
         return (nan, False, "neither") if math.isinf(b) else (math.inf, False, "never")
@@ -68,10 +68,22 @@ def token_ratio(rows: dict[str, Any], bohb: str, target: str) -> str:
     return _ratio(rows, bohb, target)[2]
 
 
+def _complete_horizon(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A BOHB's runs to a longer horizon, once they cover every seed it ran to the budget
+    (a median over fewer seeds would not be the same method's median)."""
+    long = row.get("horizon")
+    return long if long and long["seeds"] >= row["seeds"] else None
+
+
 def _horizon(row: dict[str, Any] | None) -> str:
-    """`` (5× budget: 30 seeds)`` where a BOHB's ratio comes from its longer runs."""
+    """`` (5× budget: 30 seeds)`` where a BOHB's ratio comes from its longer runs, or how
+    many seeds of them there are so far."""
     long = (row or {}).get("horizon")
-    return f" ({long['h']:g}× budget: {long['seeds']} seeds)" if long else ""
+    if not long:
+        return ""
+    if _complete_horizon(row or {}):
+        return f" ({long['h']:g}× budget: {long['seeds']} seeds)"
+    return f" ({long['h']:g}× budget: {long['seeds']} of {(row or {})['seeds']} seeds, not used)"
 
 
 def _best_peer(rows: dict[str, Any]) -> str | None:

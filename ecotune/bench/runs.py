@@ -111,8 +111,11 @@ def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
 #: the final full trial of eq. 8 asked last (``last``: ``final_trial="last"``; every problem).
 #: ``increment``, ``paper`` and ``finish`` were recorded before ``init_share`` existed, so
 #: they keep ``init_share=0``, and all of :data:`LEVEL2` before ``init_fidelity`` became
-#: r_min, and every variant but ``unshrunk`` before ``calibrate``: each is the default of its
-#: day with one setting changed.
+#: r_min and before ``noise="auto"`` (so they keep the binomial noise, which differs only
+#: where scores come without instance scores: without it their rows on the function problems
+#: did not repeat, found by ``ecotune bench suite --verify`` on 2026-12-07), and every
+#: variant but ``unshrunk`` before ``calibrate``: each is the default of its day with one
+#: setting changed.
 EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune", "ecotune+increment",
                "ecotune+finish", "ecotune+narrow", "ecotune+level2", "ecotune+binomial",
                "ecotune+uncalibrated", "ecotune+unshrunk", "ecotune+scaled", "ecotune+shared",
@@ -161,6 +164,7 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
         opts["calibrate"] = False  # all recorded before calibrate was on by default
     if method in LEVEL2:  # recorded when the initial design ran at the second level
         opts["init_fidelity"] = int(fidelity_levels(bench.r_min, bench.r_max, 4)[1])
+        opts["noise"] = "binomial"  # and before noise="auto"
     opt = make_optimizer(method.split("+")[0], space=bench.space, budget_tokens=budget,
                          r_min=bench.r_min, r_max=bench.r_max, seed=seed, **opts)
     ev = bench.make_evaluator(seed)

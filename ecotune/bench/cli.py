@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
                         "tokens to a target the budget cuts off (the report's token ratio)")
     u.add_argument("--smoke", action="store_true", help="2 problems, cheap methods (CI)")
     u.add_argument("--report-only", action="store_true", help="rebuild the report, run nothing")
+    u.add_argument("--verify", type=int, default=0, metavar="N",
+                   help="run seeds 0..N-1 of every recorded problem x method again (mfkg only "
+                        "if named) and name the rows that do not repeat; exit 1 if any; "
+                        "records nothing (ecotune.bench.suite_verify)")
     u.add_argument("--docs", default=None,
                    help="also put the report's tables into this markdown file, between "
                         "its '<!-- suite:begin -->' and '<!-- suite:end -->' lines")
@@ -131,11 +135,14 @@ def _suite(args: argparse.Namespace) -> int:
     from ecotune.bench.runs import EXPERIMENTS
 
     bad = [m for m in methods if (m not in OPTIMIZERS and m not in EXPERIMENTS) or m == "helm"]
-    if bad or args.seeds < 1 or args.workers < 1 or not args.horizon >= 1:
+    if bad or args.seeds < 1 or args.workers < 1 or not args.horizon >= 1 or args.verify < 0:
         print(f"ecotune bench suite: unknown optimizers {bad}" if bad else
-              "ecotune bench suite: --seeds and --workers must be >= 1, --horizon too",
+              "ecotune bench suite: --seeds and --workers must be >= 1, --horizon too, "
+              "--verify >= 0",
               file=sys.stderr)
         return 2
+    if args.verify:
+        return _verify(args, methods if args.optimizers else None)
     try:
         if args.report_only:
             md = write_report(Path(args.out))
@@ -154,6 +161,38 @@ def _suite(args: argparse.Namespace) -> int:
         return 2
     print(f"report written to {md}")
     return 0
+
+
+def _verify(args: argparse.Namespace, methods: list[str] | None) -> int:
+    """``bench suite --verify N``: the recorded rows run again; exit 1 if one differs."""
+    from pathlib import Path
+
+    from ecotune.bench.suite import HORIZON_RUNS, RUNS
+    from ecotune.bench.suite_verify import summary_lines, verify
+    from ecotune.bench.suite_workers import RunsFailed
+
+    h = args.horizon
+    path = Path(args.out) / (RUNS if h == 1.0 else HORIZON_RUNS.format(h=h))
+    probs = args.problems.split(",") if args.problems else None
+    checks = []
+    try:
+        for c in verify(path, args.verify, probs, methods, args.workers):
+            checks.append(c)
+            said = ("repeats" if c.exact else "repeats, scores to within 1e-9" if c.repeats
+                    else f"DIFFERS from trial {c.parts_at}")
+            print(f"{c.problem} {c.method} seed {c.seed}: {said}", flush=True)
+    except RunsFailed as e:
+        print(f"ecotune bench suite --verify: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:
+        print(f"ecotune bench suite --verify: {e}", file=sys.stderr)
+        return 2
+    if not checks:
+        print(f"ecotune bench suite --verify: {path} holds no row of the current suite "
+              "version for these problems and optimizers", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(checks)))
+    return 0 if all(c.repeats for c in checks) else 1
 
 
 def _collect(args: argparse.Namespace) -> int:

@@ -13,7 +13,9 @@ Versions (a row without ``version`` is version 1):
    measured the most instances; Syne Tune's ``bohb``/``asha`` drew from NumPy's global RNG
    (one seed, different runs); ``smac_bohb`` followed the interpreter's hash seed;
    ``mfkg`` drew from torch's global RNG; some ``dehb`` rows and the peers' rows on the
-   noisy-prefix problems came from earlier code and no longer repeat.
+   noisy-prefix problems came from earlier code and no longer repeat (so it was thought;
+   ``dehb``'s version-1 rows repeat again on 2026-12-07, its version-2 ones did not: its
+   environment differed, and its rows are re-recorded, docs/benchmarks.md).
 2. :mod:`ecotune.best` lets a trial measured on fewer instances replace the champion when
    it wins on their shared instances (one-sided sign test); Syne Tune runs on an RNG of its
    own; ``mfkg`` runs each ask on a fork of torch's RNG seeded by (seed, ask number),

@@ -168,7 +168,7 @@ def _verify(args: argparse.Namespace, methods: list[str] | None) -> int:
     from pathlib import Path
 
     from ecotune.bench.suite import HORIZON_RUNS, RUNS
-    from ecotune.bench.suite_verify import summary_lines, verify
+    from ecotune.bench.suite_verify import RTOL, summary_lines, verify
     from ecotune.bench.suite_workers import RunsFailed
 
     h = args.horizon
@@ -178,8 +178,8 @@ def _verify(args: argparse.Namespace, methods: list[str] | None) -> int:
     try:
         for c in verify(path, args.verify, probs, methods, args.workers):
             checks.append(c)
-            said = ("repeats" if c.exact else "repeats, scores to within 1e-9" if c.repeats
-                    else f"DIFFERS from trial {c.parts_at}")
+            said = ("repeats" if c.exact else f"repeats, scores to within {RTOL:g}"
+                    if c.repeats else f"DIFFERS from trial {c.parts_at}")
             print(f"{c.problem} {c.method} seed {c.seed}: {said}", flush=True)
     except RunsFailed as e:
         print(f"ecotune bench suite --verify: {e}", file=sys.stderr)

@@ -186,9 +186,11 @@ class EcoTuneSettings(BaseModel):
     #: ``scaled``, ``shared`` or ``adjusted`` (ecotune.optimizers.ecotune; measured in
     #: docs/benchmarks.md)
     noise: Literal["auto", "binomial", "scaled", "shared", "adjusted"] | None = None
-    #: when EcoTune asks its final full trial (eq. 8): ``paper`` (default, once T̂ ≤ 1) or
-    #: ``last`` (once the next step would leave less than the final's expected tokens)
-    final_trial: Literal["paper", "last"] | None = None
+    #: when EcoTune asks its final full trial (eq. 8): ``paper`` (once T̂ ≤ 1),
+    #: ``last`` (once the next step would leave less than the final's expected tokens) or
+    #: ``rung`` (when ``paper`` would, after promoting the best configs one level up first)
+    #: or ``auto`` (default: ``rung`` while trials tell their instance scores, as LLM trials do)
+    final_trial: Literal["paper", "last", "rung", "auto"] | None = None
 
 
 #: the keys of :class:`EcoTuneSettings`

@@ -134,7 +134,9 @@ def test_ecotune_only_settings_do_not_reach_other_optimizers():
                                             ("init_fidelity", 7, "init_fidelity"),
                                             ("noise", "scaled", "noise"),
                                             ("noise", "adjusted", "noise"),
-                                            ("final_trial", "last", "final_trial")])
+                                            ("final_trial", "last", "final_trial"),
+                                            ("final_trial", "rung", "final_trial"),
+                                            ("final_trial", "auto", "final_trial")])
 def test_ecotune_only_settings_reach_the_optimizer_from_both_configs(tmp_path, key, value,
                                                                      attr):
     cfg = validate_study_config({**STUDY, key: value, "journal": str(tmp_path / "j.jsonl")})

@@ -125,6 +125,76 @@ def test_final_trial_last_spends_the_rest_of_the_budget_before_the_final_trial(t
         make_opt("ecotune", final_trial="first")
 
 
+def test_final_trial_rung_finishes_the_best_of_a_rung_and_resumes_it(tmp_path):
+    """``final_trial="rung"``: when eq. 8 would send the final full trial, the best configs
+    by the GP's mean among those screened are first promoted to one level below r_max (one
+    ask each), then the rung config with the best mean is finished at r_max, once. The
+    plan is in the journal: a study resumed in the middle of the rung asks what the
+    uninterrupted one asked."""
+    from ecotune.optimizers.final_rung import RUNG_SIZE
+
+    def run(journal, stop_after=None):
+        opt = make_opt("ecotune", journal=journal, budget=30_000, final_trial="rung")
+        ev, asked = SyntheticEvaluator(LAND), []
+        while (t := opt.ask()) is not None:
+            d = dict(opt.last_decision)
+            res = ev.evaluate(t)
+            asked.append((t.config, t.fidelity, d.get("phase"), res))
+            opt.tell(t, res)
+            if stop_after is not None and d.get("phase") == stop_after:
+                return opt, asked
+        return opt, asked
+
+    opt, asked = run(tmp_path / "whole.jsonl")
+    rung = [a for a in asked if a[2] == "rung"]
+    finals = [a for a in asked if a[2] == "final"]
+    assert 2 <= len(rung) <= RUNG_SIZE and len(finals) == 1
+    first_rung = next(i for i, a in enumerate(asked) if a[2] == "rung")
+    assert all(a[2] == "rung" for a in asked[first_rung:first_rung + len(rung)])
+    level = rung[0][1]
+    assert opt.r_min < level < opt.r_max and all(a[1] == level for a in rung)
+    assert len({opt.space.encode(a[0]).tobytes() for a in rung}) == len(rung)
+    for config, _, _, res in rung:  # promoted: each had a screen below the level
+        assert res.n_evaluated == level
+        assert any(a[0] == config and a[3].n_evaluated < level for a in asked[:first_rung])
+    config, fidelity, _, res = finals[0]
+    assert fidelity == opt.r_max and res.n_evaluated == opt.r_max  # not cut by the budget
+    assert config in [a[0] for a in rung]
+    asks = [r for r in open_journal(tmp_path / "whole.jsonl").records() if r["type"] == "ask"]
+    final_meta = next(r["meta"] for r in asks if r["meta"].get("phase") == "final")
+    rung_cfgs = [a[0] for a in rung]
+    assert rung_cfgs[int(np.argmax(final_meta["rung_means"]))] == config
+
+    journal = tmp_path / "resumed.jsonl"
+    _, before = run(journal, stop_after="rung")
+    resumed = make_opt("ecotune", journal=journal, budget=30_000, final_trial="rung")
+    ev, after = SyntheticEvaluator(LAND), []
+    while (t := resumed.ask()) is not None:
+        after.append((t.config, t.fidelity, resumed.last_decision.get("phase")))
+        resumed.tell(t, ev.evaluate(t))
+    assert [a[:3] for a in before] + after == [a[:3] for a in asked]
+
+
+def test_final_trial_auto_runs_the_rung_only_where_trials_tell_instance_scores():
+    """``final_trial="auto"``: the rung before the final where every trial told its
+    instance scores (a screen's error is sampling noise), eq. 8's final at once where trials
+    tell a whole-evaluation score (a deterministic level: more instances only move along
+    its bias)."""
+    phases = {}
+    for scored in ("instances", "whole"):
+        opt = make_opt("ecotune", budget=30_000, final_trial="auto")
+        ev, seen = SyntheticEvaluator(LAND), []
+        while (t := opt.ask()) is not None:
+            seen.append(opt.last_decision.get("phase"))
+            if scored == "instances":
+                opt.tell(t, ev.evaluate(t))
+            else:
+                tell(opt, t, score=smooth_score(opt, t), tokens=300 + 60 * t.fidelity)
+        phases[scored] = seen
+    assert "rung" in phases["instances"] and "rung" not in phases["whole"]
+    assert phases["instances"].count("final") == phases["whole"].count("final") == 1
+
+
 def test_borehole_study_ends():
     """BoTorch's Borehole levels cost more than the cost model's per-instance worst case
     at r = 1: EcoTune seed 1 once asked trials that could not run for ever."""

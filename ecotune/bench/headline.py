@@ -26,7 +26,7 @@ BOHBS = ("bohb", "smac_bohb")
 VARIANTS = ("ecotune+narrow", "ecotune+increment", "ecotune+paper", "ecotune+finish",
             "ecotune+level2", "ecotune+binomial", "ecotune+uncalibrated",
             "ecotune+unshrunk", "ecotune+scaled", "ecotune+shared", "ecotune+adjusted",
-            "ecotune+last")
+            "ecotune+last", "ecotune+rung", "ecotune+eq8")
 
 
 def _peers(rows: dict[str, Any]) -> list[str]:

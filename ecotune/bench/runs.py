@@ -108,7 +108,11 @@ def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
 #: the default only on the unbiased and LLM problems; measured, not taken, 2026-12-07);
 #: κ measured from the instances configs share (``shared``: ``noise="shared"``; the same);
 #: that with each screen put on the longest prefix's instances (``adjusted``; the same);
-#: the final full trial of eq. 8 asked last (``last``: ``final_trial="last"``; every problem).
+#: the final full trial of eq. 8 asked last (``last``: ``final_trial="last"``; every problem);
+#: the final full trial after a rung (``rung``: ``final_trial="rung"``; every problem);
+#: eq. 8's final full trial at once (``eq8``: ``final_trial="paper"``, the default until
+#: 2026-12-07, evening; it differs from the default only on the unbiased and LLM problems),
+#: and every variant recorded before that keeps it.
 #: ``increment``, ``paper`` and ``finish`` were recorded before ``init_share`` existed, so
 #: they keep ``init_share=0``, and all of :data:`LEVEL2` before ``init_fidelity`` became
 #: r_min and before ``noise="auto"`` (so they keep the binomial noise, which differs only
@@ -119,7 +123,7 @@ def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
 EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune", "ecotune+increment",
                "ecotune+finish", "ecotune+narrow", "ecotune+level2", "ecotune+binomial",
                "ecotune+uncalibrated", "ecotune+unshrunk", "ecotune+scaled", "ecotune+shared",
-               "ecotune+adjusted", "ecotune+last")
+               "ecotune+adjusted", "ecotune+last", "ecotune+rung", "ecotune+eq8")
 LEVEL2 = ("ecotune+paper", "ecotune+increment", "ecotune+finish", "ecotune+narrow",
           "ecotune+level2")
 
@@ -156,11 +160,14 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
         opts["slope_prior"] = 0.0
     elif method in ("ecotune+scaled", "ecotune+shared", "ecotune+adjusted"):
         opts["noise"] = method.removeprefix("ecotune+")
-    elif method == "ecotune+last":
-        opts["final_trial"] = "last"
+    if method in ("ecotune+last", "ecotune+rung"):
+        opts["final_trial"] = method.removeprefix("ecotune+")
+    elif method.startswith("ecotune+"):  # all recorded before final_trial="auto" (eq8 is it)
+        opts["final_trial"] = "paper"
     if method.startswith("ecotune+") and method not in ("ecotune+unshrunk", "ecotune+scaled",
                                                         "ecotune+shared", "ecotune+adjusted",
-                                                        "ecotune+last"):
+                                                        "ecotune+last", "ecotune+rung",
+                                                        "ecotune+eq8"):
         opts["calibrate"] = False  # all recorded before calibrate was on by default
     if method in LEVEL2:  # recorded when the initial design ran at the second level
         opts["init_fidelity"] = int(fidelity_levels(bench.r_min, bench.r_max, 4)[1])

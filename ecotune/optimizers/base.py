@@ -71,6 +71,8 @@ class Optimizer:
         self.r_min, self.r_max, self.seed = state.r_min, state.r_max, state.seed
         #: proposer settings recorded in the journal header (subclasses add theirs)
         self._options: dict[str, Any] = dict(state.options)
+        self._tried: dict[tuple[float, ...], dict[str, Any]] = {}  # see _as_tried
+        self._tried_n = 0
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self) -> Trial | None:
@@ -95,6 +97,7 @@ class Optimizer:
         # canonical: settings inert in this config (sampling knobs under greedy decoding)
         # are dropped, so configs that decode identically are one config everywhere
         config = self.space.canonical({**self.fixed, **config})
+        config = self._as_tried(config)
         trial = state.new_trial(config, r, prune_below=self.prune_below())
         if trial is None:
             return None
@@ -159,6 +162,20 @@ class Optimizer:
     def _used_keys(self) -> set[tuple[float, ...]]:
         """Encoded keys of every config a trial has used."""
         return {encoded_key(self.space.encode(t.config)) for t in self.state.trials.values()}
+
+    def _as_tried(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` exactly as an earlier trial ran it, if one ran the same encoded config.
+
+        Proposers work on encoded points, and decode(encode(config)) can differ from the
+        config in a float's last bit (about 1% of sampled configs of the paper's space);
+        the trial runner keeps a config's measured instances by its exact value, so a
+        promotion must ask the config as it was, or it would buy its instances again."""
+        trials = self.state.trials
+        if len(trials) != self._tried_n:  # index the trials asked since the last call
+            for t in list(trials.values())[self._tried_n:]:
+                self._tried.setdefault(encoded_key(self.space.encode(t.config)), t.config)
+            self._tried_n = len(trials)
+        return dict(self._tried.get(encoded_key(self.space.encode(config)), config))
 
     def _unseen_candidate(self, config: dict[str, Any]) -> dict[str, Any]:
         """The candidate nearest to ``config`` that no trial has used yet (the nearest

@@ -2,7 +2,9 @@
 
 Each ask fits a GP, scores candidate (config, fidelity) pairs by EI per expected token and
 picks the fidelity; when T̂ (eq. 8) affords at most one more full trial, it goes to the best
-predicted config at r_max, so a study ends with one measured there. Two acquisitions:
+predicted config at r_max, so a study ends with one measured there (where trials tell their
+instance scores, after a rung: the best configs promoted one level first, the best of them
+finished; ``final_trial``, :mod:`ecotune.optimizers.final_rung`). Two acquisitions:
 
 * ``lookahead`` (default): one GP over configs, each config's prefix mean at its largest r
   as an unbiased observation with binomial noise p(1 − p)/r; EI of the posterior mean after
@@ -42,6 +44,7 @@ from ecotune.optimizers.base import (
     per_config,
     told_without_instance_scores,
 )
+from ecotune.optimizers.final_rung import FinalRung
 from ecotune.optimizers.paper_step import PaperStep
 from ecotune.prompt_tokens import increment_prompt_tokens
 from ecotune.pruning import incumbent_floor
@@ -59,11 +62,11 @@ from ecotune.trial import TrialStatus
 ACQUISITIONS = ("lookahead", "paper")
 SCREEN_VALUES = ("finish", "lookahead")
 NOISES = ("auto", "binomial", "scaled", "shared", "adjusted")
-FINAL_TRIALS = ("paper", "last")
+FINAL_TRIALS = ("paper", "last", "rung", "auto")
 DEFAULT_TAU = {"lookahead": 0.5, "paper": 0.002}
 
 
-class EcoTuneOptimizer(PaperStep, Optimizer):
+class EcoTuneOptimizer(PaperStep, FinalRung, Optimizer):
     """Token-aware multi-fidelity Bayesian optimisation.
 
     Args:
@@ -107,10 +110,17 @@ class EcoTuneOptimizer(PaperStep, Optimizer):
             (:mod:`ecotune.calibration`). Default on, measured on the peer benchmark.
         slope_prior: weight of the calibration's prior that a level's line has slope 1
             (:mod:`ecotune.calibration`); 0 is plain least squares.
-        final_trial: when the final full trial of eq. 8 is asked: ``paper`` (default), once
+        final_trial: when the final full trial of eq. 8 is asked: ``paper``, once
             T̂ = ⌊B_remain / E[T]⌋ ≤ 1 (or two worst cases no longer fit); ``last``, once the
             step chosen otherwise would leave less than the final's expected tokens, so the
-            rest of the budget informs the final's pick instead of following it.
+            rest of the budget informs the final's pick instead of following it; ``rung``,
+            when ``paper`` would, after a rung: the best configs promoted to the highest
+            level the budget allows, the best of them finished (:mod:`.final_rung`);
+            ``auto`` (default), ``rung`` while every trial told its instance scores (a
+            screen's error is then sampling noise, which more instances shrink), else
+            ``paper`` (a deterministic lower level, where more instances only move along
+            its bias). Chosen on the peer benchmark (docs/benchmarks.md): ``rung`` lost on
+            three biased problems, ``auto`` passed a confirmation on fresh seeds.
         n_levels: fidelity levels considered between r_min and r_max.
         n_candidates: Sobol candidates per ask (plus local ones around the incumbents).
     """
@@ -125,7 +135,7 @@ class EcoTuneOptimizer(PaperStep, Optimizer):
                  n_init: int | None = None, init_share: float = 0.25, n_levels: int = 4,
                  n_candidates: int = 512, init_fidelity: int | None = None,
                  noise: str = "auto", calibrate: bool = True,
-                 slope_prior: float = SLOPE_PRIOR, final_trial: str = "paper",
+                 slope_prior: float = SLOPE_PRIOR, final_trial: str = "auto",
                  initial_configs: list[dict[str, Any]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if acquisition not in ACQUISITIONS:
@@ -166,6 +176,7 @@ class EcoTuneOptimizer(PaperStep, Optimizer):
         self._hyper: dict | None = None
         self._fitted_n = self._fitted_full = 0
         self._final_done = False
+        self._rung: dict[str, Any] | None = None  # the final rung's plan (final_trial="rung")
         self.last_decision: dict[str, Any] = {}
         self._options.update(tau=tau, n_init=self.n_init, n_levels=n_levels,
                              initial_configs=self.initial_configs, acquisition=acquisition,
@@ -212,6 +223,7 @@ class EcoTuneOptimizer(PaperStep, Optimizer):
 
     def _on_ask(self, trial, meta: dict[str, Any]) -> None:
         self._searching = self._searching or meta.get("phase") != "init"
+        self._replay_rung(trial, meta)
 
     def prune_below(self) -> float | None:
         """The incumbent's lower bound at r_max: a trial that cannot reach it stops."""
@@ -294,6 +306,12 @@ class EcoTuneOptimizer(PaperStep, Optimizer):
             "eipt_per_1k": float(np.exp(log_eipt[c, li]) * 1000.0)}
         return self.space.decode(C[c]), int(levels[li]), dict(self.last_decision)
 
+    def _rung_first(self) -> bool:
+        """Whether the final full trial comes after a rung (see ``final_trial``)."""
+        if self.final_trial == "auto":
+            return not told_without_instance_scores(self.state)
+        return self.final_trial == "rung"
+
     def _scaled_noise(self) -> bool:
         """Whether the surrogate's noise is scaled by a fitted κ (see ``noise``)."""
         if self.noise != "auto":
@@ -334,6 +352,8 @@ class EcoTuneOptimizer(PaperStep, Optimizer):
         ``step_cost``: the expected tokens of the step chosen otherwise."""
         if self._final_done:
             return None
+        if self._rung is not None:
+            return self._rung_step(predict, f_star)
         here = self._measured_counts(X)
         fresh = [i for i, k in enumerate(n) if k < self.r_max or here[i] < self.r_max]
         pool = X[fresh] if fresh else X
@@ -345,6 +365,9 @@ class EcoTuneOptimizer(PaperStep, Optimizer):
         t_hat, budget = self.state.budget.t_hat(expected), self.state.budget
         if (budget.remain - step_cost < expected if self.final_trial == "last"
                 else t_hat <= 1 or budget.available < 2 * worst):
+            rung = self._plan_rung(pool, mu_p, f_star) if self._rung_first() else None
+            if rung is not None:
+                return rung
             self._final_done = True
             self.last_decision = {"phase": "final", "f_star": f_star, "t_hat": t_hat,
                                   "eta": budget.eta, "fidelity": self.r_max,

@@ -325,3 +325,23 @@ def test_nothing_fit_is_not_an_engine_error():
     billed = TrialResult(score=None, prompt_tokens=0, completion_tokens=0, n_evaluated=0,
                          status=TrialStatus.FAILED, error=NOTHING_FIT, unsettled_tokens=9)
     assert ok.nothing_fit and not down.nothing_fit and not billed.nothing_fit
+
+
+def test_a_config_tried_before_is_asked_exactly_as_it_ran():
+    """Proposers work on encoded points, and decode(encode(config)) can move a float's last
+    bit; a config already tried is asked as that trial ran it, so the trial runner (which
+    keeps measured instances by the exact config) finds what it measured."""
+    from ecotune.trial_runner import config_identity
+
+    rng = np.random.default_rng(0)
+    config = next(c for c in map(SPACE.canonical, SPACE.sample(rng, 2000))
+                  if SPACE.canonical(SPACE.decode(SPACE.encode(c))) != c)
+    again = SPACE.decode(SPACE.encode(config))
+    opt = make_opt("random")
+    proposals = iter([(config, 5, {}), (again, 20, {})])
+    opt._propose = lambda: next(proposals)
+    first = opt.ask()
+    tell(opt, first, score=0.5, tokens=500)
+    promoted = opt.ask()
+    assert promoted.fidelity == 20 and promoted.config == first.config
+    assert config_identity(promoted.config) == config_identity(first.config)

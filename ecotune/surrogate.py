@@ -144,6 +144,23 @@ def hyperparameters(model) -> dict:
             if "train" not in k and "outcome_transform" not in k}
 
 
+def hyperparameters_to_json(hyper: dict | None) -> dict | None:
+    """:func:`hyperparameters` as JSON, ``{name: [shape, dtype, values]}`` (exact: a float64
+    goes through JSON unchanged), so a journal can carry where the next fit starts."""
+    if hyper is None:
+        return None
+    return {k: [list(v.shape), str(v.dtype).removeprefix("torch."), v.reshape(-1).tolist()]
+            for k, v in hyper.items()}
+
+
+def hyperparameters_from_json(data: dict | None) -> dict | None:
+    """The inverse of :func:`hyperparameters_to_json`."""
+    if data is None:
+        return None
+    return {k: torch.tensor(values, dtype=getattr(torch, dtype)).reshape(shape)
+            for k, (shape, dtype, values) in data.items()}
+
+
 def posterior_mean_std(model, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean and standard deviation of the latent score at inputs Z, shape (M,)."""
     with torch.no_grad():

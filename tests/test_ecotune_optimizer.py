@@ -129,9 +129,9 @@ def test_final_trial_rung_finishes_the_best_of_a_rung_and_resumes_it(tmp_path):
     """``final_trial="rung"``: when eq. 8 would send the final full trial, the best configs
     by the GP's mean among those screened are first promoted to one level below r_max (one
     ask each), then the rung config with the best mean is finished at r_max, once. The
-    plan is in the journal: a study resumed in the middle of the rung asks what the
-    uninterrupted one asked."""
-    from ecotune.optimizers.final_rung import RUNG_SIZE
+    plan is in the journal: a study resumed in the middle of the rung, or after its final,
+    asks what the uninterrupted one asked."""
+    from ecotune.optimizers.final_trial import RUNG_SIZE
 
     def run(journal, stop_after=None):
         opt = make_opt("ecotune", journal=journal, budget=30_000, final_trial="rung")
@@ -165,14 +165,15 @@ def test_final_trial_rung_finishes_the_best_of_a_rung_and_resumes_it(tmp_path):
     rung_cfgs = [a[0] for a in rung]
     assert rung_cfgs[int(np.argmax(final_meta["rung_means"]))] == config
 
-    journal = tmp_path / "resumed.jsonl"
-    _, before = run(journal, stop_after="rung")
-    resumed = make_opt("ecotune", journal=journal, budget=30_000, final_trial="rung")
-    ev, after = SyntheticEvaluator(LAND), []
-    while (t := resumed.ask()) is not None:
-        after.append((t.config, t.fidelity, resumed.last_decision.get("phase")))
-        resumed.tell(t, ev.evaluate(t))
-    assert [a[:3] for a in before] + after == [a[:3] for a in asked]
+    for stop in ("rung", "final"):  # resumed mid-rung, and after the final (asked once)
+        journal = tmp_path / f"resumed-{stop}.jsonl"
+        _, before = run(journal, stop_after=stop)
+        resumed = make_opt("ecotune", journal=journal, budget=30_000, final_trial="rung")
+        ev, after = SyntheticEvaluator(LAND), []
+        while (t := resumed.ask()) is not None:
+            after.append((t.config, t.fidelity, resumed.last_decision.get("phase")))
+            resumed.tell(t, ev.evaluate(t))
+        assert [a[:3] for a in before] + after == [a[:3] for a in asked]
 
 
 def test_final_trial_auto_runs_the_rung_only_where_trials_tell_instance_scores():
@@ -251,3 +252,34 @@ def test_ecotune_noise_is_binomial_with_instance_scores_and_fitted_without(noise
         assert coins.noise_scale >= 0.1
     with pytest.raises(ValueError, match="noise"):
         make_opt("ecotune", noise="gaussian")
+
+
+@pytest.mark.parametrize("scored", ["instances", "whole"])
+def test_a_study_resumed_after_every_few_asks_asks_what_one_process_asks(tmp_path, scored):
+    """The pipeline runs each ask in a fresh process over the journal: the model's state
+    (warm-start hyperparameters, fitted noise scale, level maps, when it last refitted) is
+    journalled with each ask, so a study resumed every few asks asks the trials one process
+    asks, past the point where the fit stops refitting every ask, with instance scores
+    (binomial noise, the rung) and with whole-evaluation scores (fitted κ, calibration)."""
+    def answer(opt, t, ev):
+        if scored == "instances":
+            opt.tell(t, ev.evaluate(t))
+        else:
+            tell(opt, t, score=smooth_score(opt, t), tokens=300 + 60 * t.fidelity)
+
+    def study(journal, every=None):
+        opt = make_opt("ecotune", journal=journal, budget=80_000)
+        ev, asked = SyntheticEvaluator(LAND), []
+        while (t := opt.ask()) is not None:
+            asked.append((t.config, t.fidelity))
+            answer(opt, t, ev)
+            if every and len(asked) % every == 0:
+                opt = make_opt("ecotune", journal=journal, budget=80_000)
+        return opt, asked
+
+    whole, asked = study(tmp_path / "one.jsonl")
+    _, resumed = study(tmp_path / "many.jsonl", every=7)
+    assert len(asked) > 35 and resumed == asked
+    assert whole._fitted_n >= 30  # the fit had stopped refitting on every ask
+    if scored == "whole":
+        assert whole.level_maps and whole.noise_scale != 1.0

@@ -4,7 +4,7 @@ Each ask fits a GP, scores candidate (config, fidelity) pairs by EI per expected
 picks the fidelity; when T̂ (eq. 8) affords at most one more full trial, it goes to the best
 predicted config at r_max, so a study ends with one measured there (where trials tell their
 instance scores, after a rung: the best configs promoted one level first, the best of them
-finished; ``final_trial``, :mod:`ecotune.optimizers.final_rung`). Two acquisitions:
+finished; ``final_trial``, :mod:`ecotune.optimizers.final_trial`). Two acquisitions:
 
 * ``lookahead`` (default): one GP over configs, each config's prefix mean at its largest r
   as an unbiased observation with binomial noise p(1 − p)/r; EI of the posterior mean after
@@ -44,7 +44,7 @@ from ecotune.optimizers.base import (
     per_config,
     told_without_instance_scores,
 )
-from ecotune.optimizers.final_rung import FinalRung
+from ecotune.optimizers.final_trial import FinalTrial
 from ecotune.optimizers.paper_step import PaperStep
 from ecotune.prompt_tokens import increment_prompt_tokens
 from ecotune.pruning import incumbent_floor
@@ -54,6 +54,8 @@ from ecotune.surrogate import (
     fit_scaled_noise_gp,
     fit_single_fidelity_gp,
     hyperparameters,
+    hyperparameters_from_json,
+    hyperparameters_to_json,
     posterior_mean_std,
     score_noise,
 )
@@ -66,7 +68,7 @@ FINAL_TRIALS = ("paper", "last", "rung", "auto")
 DEFAULT_TAU = {"lookahead": 0.5, "paper": 0.002}
 
 
-class EcoTuneOptimizer(PaperStep, FinalRung, Optimizer):
+class EcoTuneOptimizer(PaperStep, FinalTrial, Optimizer):
     """Token-aware multi-fidelity Bayesian optimisation.
 
     Args:
@@ -115,7 +117,7 @@ class EcoTuneOptimizer(PaperStep, FinalRung, Optimizer):
             step chosen otherwise would leave less than the final's expected tokens, so the
             rest of the budget informs the final's pick instead of following it; ``rung``,
             when ``paper`` would, after a rung: the best configs promoted to the highest
-            level the budget allows, the best of them finished (:mod:`.final_rung`);
+            level the budget allows, the best of them finished (:mod:`.final_trial`);
             ``auto`` (default), ``rung`` while every trial told its instance scores (a
             screen's error is then sampling noise, which more instances shrink), else
             ``paper`` (a deterministic lower level, where more instances only move along
@@ -202,9 +204,16 @@ class EcoTuneOptimizer(PaperStep, FinalRung, Optimizer):
             if self.state.candidates is not None:
                 cfg = self._unseen_candidate(cfg)
             return cfg, self.init_fidelity, {"phase": "init"}
-        if self.acquisition == "paper":
-            return self._paper_step(X, n, y)
-        return self._lookahead_step()
+        step = self._paper_step(X, n, y) if self.acquisition == "paper" else self._lookahead_step()
+        if step is not None:  # journalled: a replay resumes the model where this process is
+            step[2]["model"] = self._model_state()
+        return step
+
+    def _model_state(self) -> dict[str, Any]:
+        """What the next ask's fit starts from and reuses when it does not refit."""
+        return {"hyper": hyperparameters_to_json(self._hyper), "fitted_n": self._fitted_n,
+                "fitted_full": self._fitted_full, "noise_scale": self.noise_scale,
+                "level_maps": [[r, *line] for r, line in self.level_maps.items()]}
 
     def _candidates_used_up(self) -> bool:
         """Every candidate has had a trial (the initial design would only repeat one)."""
@@ -224,6 +233,12 @@ class EcoTuneOptimizer(PaperStep, FinalRung, Optimizer):
     def _on_ask(self, trial, meta: dict[str, Any]) -> None:
         self._searching = self._searching or meta.get("phase") != "init"
         self._replay_rung(trial, meta)
+        if "model" in meta:  # the model as the asking process left it (_model_state)
+            m = meta["model"]
+            self._hyper = hyperparameters_from_json(m["hyper"])
+            self._fitted_n, self._fitted_full = int(m["fitted_n"]), int(m["fitted_full"])
+            self.noise_scale = float(m["noise_scale"])
+            self.level_maps = {int(r): (float(a), float(c)) for r, a, c in m["level_maps"]}
 
     def prune_below(self) -> float | None:
         """The incumbent's lower bound at r_max: a trial that cannot reach it stops."""
@@ -306,12 +321,6 @@ class EcoTuneOptimizer(PaperStep, FinalRung, Optimizer):
             "eipt_per_1k": float(np.exp(log_eipt[c, li]) * 1000.0)}
         return self.space.decode(C[c]), int(levels[li]), dict(self.last_decision)
 
-    def _rung_first(self) -> bool:
-        """Whether the final full trial comes after a rung (see ``final_trial``)."""
-        if self.final_trial == "auto":
-            return not told_without_instance_scores(self.state)
-        return self.final_trial == "rung"
-
     def _scaled_noise(self) -> bool:
         """Whether the surrogate's noise is scaled by a fitted κ (see ``noise``)."""
         if self.noise != "auto":
@@ -343,37 +352,6 @@ class EcoTuneOptimizer(PaperStep, FinalRung, Optimizer):
             k = encoded_key(self.space.encode(t.config))
             most[k] = max(most.get(k, 0), t.fidelity if res is None else res.n_evaluated)
         return np.array([most.get(encoded_key(c), 0) for c in C], float)
-
-    def _final_choice(self, model, X: np.ndarray, n: np.ndarray, f_star: float,
-                      predict, step_cost: float) -> Proposal | None:
-        """Eq. 8: when the budget affords at most one more full trial (``final_trial``), it goes
-        to the observed config not yet at r_max in this study (a warm start's prior champion
-        too: the answer counts this study's trials only) with the best predicted full score.
-        ``step_cost``: the expected tokens of the step chosen otherwise."""
-        if self._final_done:
-            return None
-        if self._rung is not None:
-            return self._rung_step(predict, f_star)
-        here = self._measured_counts(X)
-        fresh = [i for i, k in enumerate(n) if k < self.r_max or here[i] < self.r_max]
-        pool = X[fresh] if fresh else X
-        mu_p, _ = predict(pool)
-        final_x = pool[int(np.argmax(mu_p))]
-        max_tok = self.state.max_completion(self.space.decode(final_x) | self.fixed)
-        expected = float(self.state.cost_model.predict(final_x[None], [max_tok], self.r_max)[0])
-        worst = self.r_max * self.state.cost_model.worst_case_per_instance(max_tok)
-        t_hat, budget = self.state.budget.t_hat(expected), self.state.budget
-        if (budget.remain - step_cost < expected if self.final_trial == "last"
-                else t_hat <= 1 or budget.available < 2 * worst):
-            rung = self._plan_rung(pool, mu_p, f_star) if self._rung_first() else None
-            if rung is not None:
-                return rung
-            self._final_done = True
-            self.last_decision = {"phase": "final", "f_star": f_star, "t_hat": t_hat,
-                                  "eta": budget.eta, "fidelity": self.r_max,
-                                  "expected": expected, "step_tokens": step_cost}
-            return self.space.decode(final_x), self.r_max, dict(self.last_decision)
-        return None
 
     def _pending_penalty(self, Z: np.ndarray, model, fidelity: bool = False) -> np.ndarray:
         """Local penalisation of running trials' points so parallel asks spread out."""

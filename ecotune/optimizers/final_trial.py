@@ -1,5 +1,6 @@
-"""The final rung (``final_trial="rung"``) of :class:`~ecotune.optimizers.ecotune.EcoTuneOptimizer`:
-eq. 8's final full trial chosen on more than r_min evidence.
+"""The final full trial of :class:`~ecotune.optimizers.ecotune.EcoTuneOptimizer` (eq. 8), and
+the rung before it (``final_trial="rung"``, or ``"auto"`` where trials tell instance scores):
+the final chosen on more than r_min evidence.
 
 Eq. 8 sends the last full trial to the best predicted config once T̂ = ⌊B_remain / E[T]⌋ ≤ 1.
 With budgets of one or two full evaluations that moment comes right after the initial
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ecotune.optimizers.base import Proposal, encoded_key
+from ecotune.optimizers.base import Proposal, encoded_key, told_without_instance_scores
 from ecotune.optimizers.state import StudyState
 from ecotune.prompt_tokens import increment_prompt_tokens
 
@@ -36,8 +37,8 @@ RESERVE = 1.25
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-class FinalRung:
-    """Mixed into EcoTuneOptimizer: plans and runs the rung before the final full trial."""
+class FinalTrial:
+    """Mixed into EcoTuneOptimizer: asks the final full trial, and the rung before it."""
 
     # what the rung reads of the optimizer it is mixed into
     state: StudyState
@@ -45,6 +46,44 @@ class FinalRung:
     last_decision: dict[str, Any]
     _final_done: bool
     _rung: dict[str, Any] | None
+    final_trial: str
+
+    def _final_choice(self, model, X: np.ndarray, n: np.ndarray, f_star: float,
+                      predict, step_cost: float) -> Proposal | None:
+        """Eq. 8: when the budget affords at most one more full trial (``final_trial``), it goes
+        to the observed config not yet at r_max in this study (a warm start's prior champion
+        too: the answer counts this study's trials only) with the best predicted full score.
+        ``step_cost``: the expected tokens of the step chosen otherwise."""
+        if self._final_done:
+            return None
+        if self._rung is not None:
+            return self._rung_step(predict, f_star)
+        here = self._measured_counts(X)
+        fresh = [i for i, k in enumerate(n) if k < self.r_max or here[i] < self.r_max]
+        pool = X[fresh] if fresh else X
+        mu_p, _ = predict(pool)
+        final_x = pool[int(np.argmax(mu_p))]
+        max_tok = self.state.max_completion(self.space.decode(final_x) | self.fixed)
+        expected = float(self.state.cost_model.predict(final_x[None], [max_tok], self.r_max)[0])
+        worst = self.r_max * self.state.cost_model.worst_case_per_instance(max_tok)
+        t_hat, budget = self.state.budget.t_hat(expected), self.state.budget
+        if (budget.remain - step_cost < expected if self.final_trial == "last"
+                else t_hat <= 1 or budget.available < 2 * worst):
+            rung = self._plan_rung(pool, mu_p, f_star) if self._rung_first() else None
+            if rung is not None:
+                return rung
+            self._final_done = True
+            self.last_decision = {"phase": "final", "f_star": f_star, "t_hat": t_hat,
+                                  "eta": budget.eta, "fidelity": self.r_max,
+                                  "expected": expected, "step_tokens": step_cost}
+            return self.space.decode(final_x), self.r_max, dict(self.last_decision)
+        return None
+
+    def _rung_first(self) -> bool:
+        """Whether the final full trial comes after a rung (see ``final_trial``)."""
+        if self.final_trial == "auto":
+            return not told_without_instance_scores(self.state)
+        return self.final_trial == "rung"
 
     def _increment_tokens(self, x: np.ndarray, done: float, r: int) -> float:
         """Expected tokens of raising config ``x`` from ``done`` instances to ``r``."""

@@ -8,6 +8,7 @@ import pytest
 from optimizer_kit import LAND, SPACE, make_opt, smooth_score, tell
 
 from ecotune.bench.synthetic import SyntheticEvaluator
+from ecotune.journal import open_journal
 from ecotune.optimizers import make_optimizer
 
 
@@ -220,3 +221,27 @@ def test_botorch_peers_fit_their_noise_only_for_scores_told_without_instance_sco
         assert opt._options["noise"] == noise
     with pytest.raises(ValueError, match="noise"):
         make_opt(method, noise="gaussian")
+
+
+@pytest.mark.parametrize("name", ["botorch", "eipu"])
+def test_botorch_peers_resumed_every_few_asks_ask_what_one_process_asks(tmp_path, name):
+    """Each BoTorch peer (``mfkg`` shares the code) warm-starts its GP fit from the last
+    one: the hyperparameters are journalled with each ask (``meta["model"]``), so a study
+    rebuilt from its journal every few asks (the pipeline) asks the trials one process
+    asks (without them, both part from it by the 13th ask here)."""
+    def study(journal, every=None):
+        opt = make_opt(name, journal=journal, budget=60_000)
+        asked = []
+        while (t := opt.ask()) is not None:
+            asked.append((t.config, t.fidelity))
+            tell(opt, t, score=smooth_score(opt, t),
+                 tokens=min(t.token_limit, 300 + 60 * t.fidelity))
+            if every and len(asked) % every == 0:
+                opt = make_opt(name, journal=journal, budget=60_000)
+        return asked
+
+    asked = study(tmp_path / "one.jsonl")
+    assert len(asked) > 15 and study(tmp_path / "many.jsonl", every=3) == asked
+    models = [r["meta"].get("model") for r in open_journal(tmp_path / "one.jsonl").records()
+              if r["type"] == "ask"]
+    assert any(m and m["hyper"] for m in models)

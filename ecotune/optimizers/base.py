@@ -22,7 +22,12 @@ The subclass contract (all a new optimizer needs):
 * optionally ``prune_below()`` (the score a new trial must still be able to reach),
   ``_on_ask(trial, meta)`` and ``_on_tell(trial, result)``: keep the proposer's own state;
   replaying a journal calls them too, in journal order, so they must not decide anything
-  the journal does not record.
+  the journal does not record;
+* optionally ``_model_state()`` and ``_restore_model_state(state)``: what the proposer
+  learned that the trials alone do not give back (a GP's warm-start hyperparameters), as
+  JSON; journalled with each ask (``meta["model"]``) and restored before ``_on_ask``, live
+  and on replay alike, so a study resumed in a fresh process (the pipeline: one per ask)
+  asks what one process asks.
 
 A proposer reads the study through ``self.state`` (trials, results, pending, budget,
 cost model, ``observations()``, ``n_asked``) and never writes it; ``self.space``,
@@ -101,8 +106,11 @@ class Optimizer:
         trial = state.new_trial(config, r, prune_below=self.prune_below())
         if trial is None:
             return None
+        model = self._model_state()
+        if model is not None:
+            meta = {**meta, "model": model}
         state.record_ask(trial, meta)
-        self._on_ask(trial, meta)
+        self._replay_ask(trial, meta)
         return trial
 
     def tell(self, trial: Trial | int, result: TrialResult) -> None:
@@ -124,8 +132,14 @@ class Optimizer:
 
     def _open(self) -> None:
         """Write the journal header, or replay the journal through this proposer's hooks."""
-        self.state.open(self.state.header(self.name, self._options), self._on_ask,
+        self.state.open(self.state.header(self.name, self._options), self._replay_ask,
                         self._on_tell)
+
+    def _replay_ask(self, trial: Trial, meta: dict[str, Any]) -> None:
+        """An ask, live or from the journal: the model's state it carries, then ``_on_ask``."""
+        if "model" in meta:
+            self._restore_model_state(meta["model"])
+        self._on_ask(trial, meta)
 
     # ------------------------------------------------------------------ results
     def best(self) -> tuple[dict[str, Any] | None, float | None]:
@@ -211,6 +225,13 @@ class Optimizer:
     def _propose(self) -> Proposal | None:
         """The next (config, fidelity, meta), or None when this optimizer is done."""
         raise NotImplementedError
+
+    def _model_state(self) -> dict[str, Any] | None:
+        """The proposer's learned state the journal keeps with each ask (None: nothing)."""
+        return None
+
+    def _restore_model_state(self, state: dict[str, Any]) -> None:
+        """Take back a state :meth:`_model_state` gave (live and on replay)."""
 
     def _on_ask(self, trial: Trial, meta: dict[str, Any]) -> None:
         """Bookkeeping when a trial is asked (also called on replay)."""

@@ -204,16 +204,24 @@ class EcoTuneOptimizer(PaperStep, FinalTrial, Optimizer):
             if self.state.candidates is not None:
                 cfg = self._unseen_candidate(cfg)
             return cfg, self.init_fidelity, {"phase": "init"}
-        step = self._paper_step(X, n, y) if self.acquisition == "paper" else self._lookahead_step()
-        if step is not None:  # journalled: a replay resumes the model where this process is
-            step[2]["model"] = self._model_state()
-        return step
+        if self.acquisition == "paper":
+            return self._paper_step(X, n, y)
+        return self._lookahead_step()
 
-    def _model_state(self) -> dict[str, Any]:
-        """What the next ask's fit starts from and reuses when it does not refit."""
+    def _model_state(self) -> dict[str, Any] | None:
+        """What the next ask's fit starts from and reuses when it does not refit (None
+        before the first fit: the initial design learns nothing)."""
+        if self._hyper is None:
+            return None
         return {"hyper": hyperparameters_to_json(self._hyper), "fitted_n": self._fitted_n,
                 "fitted_full": self._fitted_full, "noise_scale": self.noise_scale,
                 "level_maps": [[r, *line] for r, line in self.level_maps.items()]}
+
+    def _restore_model_state(self, state: dict[str, Any]) -> None:
+        self._hyper = hyperparameters_from_json(state["hyper"])
+        self._fitted_n, self._fitted_full = int(state["fitted_n"]), int(state["fitted_full"])
+        self.noise_scale = float(state["noise_scale"])
+        self.level_maps = {int(r): (float(a), float(c)) for r, a, c in state["level_maps"]}
 
     def _candidates_used_up(self) -> bool:
         """Every candidate has had a trial (the initial design would only repeat one)."""
@@ -233,12 +241,6 @@ class EcoTuneOptimizer(PaperStep, FinalTrial, Optimizer):
     def _on_ask(self, trial, meta: dict[str, Any]) -> None:
         self._searching = self._searching or meta.get("phase") != "init"
         self._replay_rung(trial, meta)
-        if "model" in meta:  # the model as the asking process left it (_model_state)
-            m = meta["model"]
-            self._hyper = hyperparameters_from_json(m["hyper"])
-            self._fitted_n, self._fitted_full = int(m["fitted_n"]), int(m["fitted_full"])
-            self.noise_scale = float(m["noise_scale"])
-            self.level_maps = {int(r): (float(a), float(c)) for r, a, c in m["level_maps"]}
 
     def prune_below(self) -> float | None:
         """The incumbent's lower bound at r_max: a trial that cannot reach it stops."""

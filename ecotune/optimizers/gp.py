@@ -19,6 +19,8 @@ from ecotune.surrogate import (
     as_tensor,
     fit_single_fidelity_gp,
     hyperparameters,
+    hyperparameters_from_json,
+    hyperparameters_to_json,
     posterior_mean_std,
 )
 
@@ -52,6 +54,13 @@ class BoTorchOptimizer(Optimizer):
         self.noise = noise
         self._hyper: dict | None = None
         self._options.update(n_init=self.n_init, noise=noise)
+
+    def _model_state(self) -> dict[str, Any] | None:
+        """The GP's warm-start hyperparameters (None before the first fit)."""
+        return None if self._hyper is None else {"hyper": hyperparameters_to_json(self._hyper)}
+
+    def _restore_model_state(self, state: dict[str, Any]) -> None:
+        self._hyper = hyperparameters_from_json(state["hyper"])
 
     def _infer_noise(self) -> bool:
         """Whether the GP fits its noise level (see ``noise``) rather than take p(1 − p)/r."""

@@ -40,7 +40,7 @@ Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 class FinalTrial:
     """Mixed into EcoTuneOptimizer: asks the final full trial, and the rung before it."""
 
-    # what the rung reads of the optimizer it is mixed into
+    # what this reads of the optimizer it is mixed into
     state: StudyState
     levels: np.ndarray
     last_decision: dict[str, Any]
@@ -52,8 +52,10 @@ class FinalTrial:
                       predict, step_cost: float) -> Proposal | None:
         """Eq. 8: when the budget affords at most one more full trial (``final_trial``), it goes
         to the observed config not yet at r_max in this study (a warm start's prior champion
-        too: the answer counts this study's trials only) with the best predicted full score.
-        ``step_cost``: the expected tokens of the step chosen otherwise."""
+        too: the answer counts this study's trials only) with the best predicted full score;
+        with a rung first (:meth:`_rung_first`), its asks come before, and the final goes to
+        the best of the rung's configs. ``step_cost``: the expected tokens of the step
+        chosen otherwise."""
         if self._final_done:
             return None
         if self._rung is not None:

@@ -176,6 +176,31 @@ def test_final_trial_rung_finishes_the_best_of_a_rung_and_resumes_it(tmp_path):
         assert [a[:3] for a in before] + after == [a[:3] for a in asked]
 
 
+def test_rung_reserve_bounds_what_the_rung_may_spend():
+    """``rung_reserve``: the rung spends only while that many times the final's expected
+    tokens stay in hand. A smaller reserve lets it reach a level at least as high; one no
+    budget leaves (100x) sends eq. 8's final at once; the final is never cut by the
+    budget; a reserve below 1 (the final not kept whole) is refused."""
+    def run(reserve):
+        opt = make_opt("ecotune", budget=30_000, final_trial="rung", rung_reserve=reserve)
+        ev, asked = SyntheticEvaluator(LAND), []
+        while (t := opt.ask()) is not None:
+            phase = opt.last_decision.get("phase")
+            res = ev.evaluate(t)
+            asked.append((phase, t.fidelity, res.n_evaluated))
+            opt.tell(t, res)
+        assert opt._options["rung_reserve"] == reserve
+        finals = [a for a in asked if a[0] == "final"]
+        assert len(finals) == 1 and finals[0][1] == finals[0][2] == opt.r_max
+        return [a[1] for a in asked if a[0] == "rung"]
+
+    once, margin, never = run(1.0), run(1.25), run(100.0)
+    assert once and margin and not never
+    assert once[0] >= margin[0]
+    with pytest.raises(ValueError, match="rung_reserve must be >= 1"):
+        make_opt("ecotune", rung_reserve=0.5)
+
+
 def test_final_trial_auto_runs_the_rung_only_where_trials_tell_instance_scores():
     """``final_trial="auto"``: the rung before the final where every trial told its
     instance scores (a screen's error is sampling noise), eq. 8's final at once where trials

@@ -112,7 +112,10 @@ def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
 #: the final full trial after a rung (``rung``: ``final_trial="rung"``; every problem);
 #: eq. 8's final full trial at once (``eq8``: ``final_trial="paper"``, the default until
 #: 2026-12-07, evening; it differs from the default only on the unbiased and LLM problems),
-#: and every variant recorded before that keeps it.
+#: and every variant recorded before that keeps it; the rung with the final's expected
+#: tokens kept in hand once, not 1.25 times (``reserve1``: ``rung_reserve=1``, the default
+#: since 2026-12-08; it differs from ``rung`` only on the unbiased and LLM problems), and
+#: ``rung``, recorded before, keeps 1.25.
 #: ``increment``, ``paper`` and ``finish`` were recorded before ``init_share`` existed, so
 #: they keep ``init_share=0``, and all of :data:`LEVEL2` before ``init_fidelity`` became
 #: r_min and before ``noise="auto"`` (so they keep the binomial noise, which differs only
@@ -123,7 +126,8 @@ def _surrogate_bench(path: str, r_min: int | None, r_max: int | None) -> Bench:
 EXPERIMENTS = ("ecotune+default", "ecotune+paper", "ecotune+noprune", "ecotune+increment",
                "ecotune+finish", "ecotune+narrow", "ecotune+level2", "ecotune+binomial",
                "ecotune+uncalibrated", "ecotune+unshrunk", "ecotune+scaled", "ecotune+shared",
-               "ecotune+adjusted", "ecotune+last", "ecotune+rung", "ecotune+eq8")
+               "ecotune+adjusted", "ecotune+last", "ecotune+rung", "ecotune+eq8",
+               "ecotune+reserve1")
 LEVEL2 = ("ecotune+paper", "ecotune+increment", "ecotune+finish", "ecotune+narrow",
           "ecotune+level2")
 
@@ -162,12 +166,15 @@ def replay_one(bench: Bench, method: str, seed: int, budget: int,
         opts["noise"] = method.removeprefix("ecotune+")
     if method in ("ecotune+last", "ecotune+rung"):
         opts["final_trial"] = method.removeprefix("ecotune+")
+        opts["rung_reserve"] = 1.25  # recorded before the default became 1
+    elif method == "ecotune+reserve1":
+        opts["rung_reserve"] = 1.0
     elif method.startswith("ecotune+"):  # all recorded before final_trial="auto" (eq8 is it)
         opts["final_trial"] = "paper"
     if method.startswith("ecotune+") and method not in ("ecotune+unshrunk", "ecotune+scaled",
                                                         "ecotune+shared", "ecotune+adjusted",
                                                         "ecotune+last", "ecotune+rung",
-                                                        "ecotune+eq8"):
+                                                        "ecotune+eq8", "ecotune+reserve1"):
         opts["calibrate"] = False  # all recorded before calibrate was on by default
     if method in LEVEL2:  # recorded when the initial design ran at the second level
         opts["init_fidelity"] = int(fidelity_levels(bench.r_min, bench.r_max, 4)[1])

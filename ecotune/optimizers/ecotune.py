@@ -44,7 +44,7 @@ from ecotune.optimizers.base import (
     per_config,
     told_without_instance_scores,
 )
-from ecotune.optimizers.final_trial import FinalTrial
+from ecotune.optimizers.final_trial import RESERVE, FinalTrial
 from ecotune.optimizers.paper_step import PaperStep
 from ecotune.prompt_tokens import increment_prompt_tokens
 from ecotune.pruning import incumbent_floor
@@ -123,6 +123,8 @@ class EcoTuneOptimizer(PaperStep, FinalTrial, Optimizer):
             ``paper`` (a deterministic lower level, where more instances only move along
             its bias). Chosen on the peer benchmark (docs/benchmarks.md): ``rung`` lost on
             three biased problems, ``auto`` passed a confirmation on fresh seeds.
+        rung_reserve: the rung spends only while this many times the final's expected
+            tokens stay in hand (>= 1; :data:`~.final_trial.RESERVE` by default).
         n_levels: fidelity levels considered between r_min and r_max.
         n_candidates: Sobol candidates per ask (plus local ones around the incumbents).
     """
@@ -138,6 +140,7 @@ class EcoTuneOptimizer(PaperStep, FinalTrial, Optimizer):
                  n_candidates: int = 512, init_fidelity: int | None = None,
                  noise: str = "auto", calibrate: bool = True,
                  slope_prior: float = SLOPE_PRIOR, final_trial: str = "auto",
+                 rung_reserve: float = RESERVE,
                  initial_configs: list[dict[str, Any]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if acquisition not in ACQUISITIONS:
@@ -157,6 +160,9 @@ class EcoTuneOptimizer(PaperStep, FinalTrial, Optimizer):
         if final_trial not in FINAL_TRIALS:
             raise ValueError(f"final_trial must be one of {FINAL_TRIALS}, got {final_trial!r}")
         self.final_trial = final_trial
+        if not rung_reserve >= 1.0:
+            raise ValueError(f"rung_reserve must be >= 1, got {rung_reserve}")
+        self.rung_reserve = float(rung_reserve)
         self.noise_scale = 1.0  # κ of the last fit (1 under binomial noise)
         self.calibrate, self.slope_prior = bool(calibrate), float(slope_prior)
         if self.slope_prior < 0:
@@ -187,7 +193,7 @@ class EcoTuneOptimizer(PaperStep, FinalTrial, Optimizer):
                              screen_value=screen_value, init_share=self.init_share,
                              init_fidelity=self.init_fidelity, noise=noise,
                              calibrate=self.calibrate, slope_prior=self.slope_prior,
-                             final_trial=final_trial)
+                             final_trial=final_trial, rung_reserve=self.rung_reserve)
 
     # ------------------------------------------------------------------ proposal
     def _propose(self) -> Proposal | None:

@@ -9,9 +9,9 @@ best (docs/benchmarks.md, "Where the 49-config arithmetic surrogate is lost"). S
 halving instead finishes a config that came up through a rung. The final rung does that
 once: at the same moment, the ``RUNG_SIZE`` best configs by the GP's mean (not yet at
 r_max) are promoted to the highest fidelity level the budget allows while the final's
-expected tokens stay in hand (``RESERVE`` times them), each paying only its new instances,
-and then the one with the best refitted mean is finished at r_max. Where no level fits, the
-final goes out at once, as under eq. 8.
+expected tokens stay in hand (``rung_reserve`` times them, :data:`RESERVE` by default),
+each paying only its new instances, and then the one with the best refitted mean is
+finished at r_max. Where no level fits, the final goes out at once, as under eq. 8.
 
 The plan is journalled with each rung ask (``meta``), so a resumed study goes on with it.
 Run in parallel, the final is picked from what the rung has told when its last config has
@@ -31,8 +31,11 @@ from ecotune.prompt_tokens import increment_prompt_tokens
 
 #: configs promoted by the rung (Hyperband's reduction factor η = 3), 2 where 3 do not fit.
 RUNG_SIZE = 3
-#: the final's expected tokens kept in hand while the rung spends, times this margin.
-RESERVE = 1.25
+#: the final's expected tokens kept in hand while the rung spends, times this margin
+#: (the default of ``rung_reserve``): 1, once; 1.25 until 2026-12-08, when 1 passed a
+#: pre-registered two-stage comparison on the peer benchmark by a margin within noise
+#: (docs/benchmarks.md, "How much the rung keeps in hand").
+RESERVE = 1.0
 
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -47,6 +50,7 @@ class FinalTrial:
     _final_done: bool
     _rung: dict[str, Any] | None
     final_trial: str
+    rung_reserve: float
 
     def _final_choice(self, model, X: np.ndarray, n: np.ndarray, f_star: float,
                       predict, step_cost: float) -> Proposal | None:
@@ -99,8 +103,8 @@ class FinalTrial:
 
     def _plan_rung(self, pool: np.ndarray, mu: np.ndarray, f_star: float) -> Proposal | None:
         """The rung's first ask: the best ``RUNG_SIZE`` (else 2) configs of ``pool`` by the
-        mean ``mu``, to the highest level below r_max whose tokens leave ``RESERVE`` times
-        the most expected tokens of finishing one of them; None if no level fits."""
+        mean ``mu``, to the highest level below r_max whose tokens leave ``rung_reserve``
+        times the most expected tokens of finishing one of them; None if no level fits."""
         order = np.argsort(-mu, kind="stable")
         done = self._measured_counts(pool)
         available = self.state.budget.available
@@ -114,7 +118,7 @@ class FinalTrial:
                 spend = sum(self._increment_tokens(pool[i], done[i], int(level)) for i in top)
                 finish = max(self._increment_tokens(pool[i], max(done[i], level), self.r_max)
                              for i in top)
-                if spend + RESERVE * finish <= available:
+                if spend + self.rung_reserve * finish <= available:
                     self._rung = {"x": [pool[i].tolist() for i in top], "level": int(level),
                                   "asked": set()}
                     return self._rung_step(None, f_star)

@@ -50,7 +50,7 @@ METHODS = ("ecotune", "ecotune+narrow", "ecotune+increment", "ecotune+paper", "e
            "random", "qmc", "botorch", "cmaes", "bohb", "smac_bohb", "dehb", "asha",
            "tpe_hyperband", "gp", "tpe", "eipu", "mfkg", "ecotune+level2", "ecotune+binomial",
            "ecotune+uncalibrated", "ecotune+unshrunk", "ecotune+scaled", "ecotune+shared",
-           "ecotune+adjusted", "ecotune+last", "ecotune+rung", "ecotune+eq8", "ecotune+reserve1")
+           "ecotune+adjusted", "ecotune+last", "ecotune+rung", "ecotune+eq8")
 TABLES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "tables"
 FRACTIONS = (0.25, 0.5, 1.0)
 #: the recorded runs, in the suite's folder
